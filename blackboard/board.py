@@ -1,0 +1,393 @@
+"""`Board`: one blackboard in Redis, and every operation on it.
+
+Each state change is one Lua script (`blackboard/lua/`), so it is atomic, and fenced where it
+comes from a claim. Reads are plain commands. Redis errors are retried with backoff for up to
+`reconnect_timeout` seconds and then raised as `BoardUnavailable`; every write is safe to repeat
+(posts by id, completions and failures by token), which is what makes that retry safe.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from blackboard import connection, kinds, posting
+from blackboard.backoff import Backoff
+from blackboard.codec import decode_item, dumps
+from blackboard.errors import (
+    BoardUnavailable,
+    InvalidInput,
+    InvalidState,
+    ItemNotFound,
+    LeaseLost,
+    UnknownItem,
+)
+from blackboard.keys import Keyspace
+from blackboard.kinds import KindRegistry, Schema
+from blackboard.models import Claim, Item, NewItem, Status
+from blackboard.reading import BoardReader
+from blackboard.scripts import Scripts
+
+T = TypeVar("T")
+Outcome = list[Item] | BaseException
+
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+
+
+class Board(BoardReader):
+    """An async handle on one board. Create with `await Board.connect(url, board=...)`."""
+
+    def __init__(
+        self,
+        client: Any,
+        board: str = "default",
+        *,
+        url: str = "",
+        strict: bool = False,
+        max_payload_bytes: int = 1 << 20,
+        half_life: float = 60.0,
+        backoff: Backoff | None = None,
+        events_maxlen: int = 100_000,
+        reconnect_timeout: float = 30.0,
+        clock: Callable[[], float] | None = None,
+        on_redis_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        if half_life < 1:
+            raise InvalidInput("half_life", f"expected seconds >= 1, got {half_life!r}")
+        if max_payload_bytes < 1:
+            raise InvalidInput("max_payload_bytes", f"expected > 0, got {max_payload_bytes!r}")
+        self.name = board
+        self.url = url
+        self.keys = Keyspace(board)
+        self.registry = KindRegistry()
+        self.strict = strict
+        self.max_payload_bytes = max_payload_bytes
+        self.half_life = half_life
+        self.backoff = backoff or Backoff()
+        self.events_maxlen = events_maxlen
+        self.reconnect_timeout = reconnect_timeout
+        self.clock = clock
+        self.on_redis_error = on_redis_error
+        self.redis = client
+        self._scripts = Scripts.register(client)
+
+    @classmethod
+    async def connect(cls, url: str = "memory://", board: str = "default", **options: Any) -> Board:
+        """Connect to `board` at `url` (see `blackboard.connection`) and load its kind schemas."""
+        self = cls(connection.connect(url), board, url=url, **options)
+        await self.load_kinds()
+        return self
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> Board:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run `op`, retrying connection errors with capped exponential backoff."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = 0.02
+        while True:
+            try:
+                return await op()
+            except _RETRYABLE as e:
+                if self.on_redis_error is not None:
+                    self.on_redis_error(e)
+                if time.monotonic() + delay > deadline:
+                    raise BoardUnavailable(
+                        f"Redis at {self.url or 'the board URL'} unreachable for "
+                        f"{self.reconnect_timeout:.0f}s: {e}"
+                    ) from e
+                await anyio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, 1.0)
+
+    async def _run(
+        self, script: Any, kind_list: Iterable[str], args: dict[str, Any], actor: str | None = None
+    ) -> Any:
+        """Run an operation script, supplying the per-kind keys it asks for."""
+        wanted = list(dict.fromkeys(kind_list))
+        for _ in range(5):
+            ctx: dict[str, Any] = {"kinds": wanted, "maxlen": self.events_maxlen}
+            if self.clock is not None:
+                ctx["now"] = int(self.clock() * 1000)
+            if actor:
+                ctx["actor"] = actor
+            keys = [*self.keys.fixed, *(k for kind in wanted for k in self.keys.kind_keys(kind))]
+            argv = [json.dumps(ctx), json.dumps(args)]
+            raw = await self._retrying(lambda: script(keys=keys, args=argv))  # noqa: B023
+            if isinstance(raw, list):
+                return raw
+            out = json.loads(raw)
+            if "needkinds" not in out:
+                return out
+            wanted.extend(k for k in out["needkinds"] if k not in wanted)
+        raise RuntimeError("script kept asking for more kinds")  # pragma: no cover
+
+    # -- kinds ----------------------------------------------------------------------------
+
+    async def register_kind(self, kind: str, schema: Schema) -> None:
+        """Validate payloads of `kind` against `schema` (a pydantic model or a JSON schema).
+
+        The JSON schema is stored on the board so other processes validate the same way.
+        """
+        json_schema = self.registry.register(kind, schema)
+        text = json.dumps(json_schema)
+        await self._retrying(lambda: self.redis.hset(self.keys.schemas, kind, text))
+
+    async def load_kinds(self) -> None:
+        """Adopt the kind schemas stored on the board (keeps locally registered models)."""
+        stored = await self._retrying(lambda: self.redis.hgetall(self.keys.schemas))
+        for k, v in stored.items():
+            name = k.decode()
+            if name not in self.registry:
+                self.registry.load(name, json.loads(v))
+
+    async def kinds(self) -> list[str]:
+        """Every kind ever posted to this board."""
+        raw = await self._retrying(lambda: self.redis.smembers(self.keys.kinds))
+        return sorted(k.decode() for k in raw)
+
+    async def expand_kinds(self, patterns: Sequence[str]) -> list[str]:
+        """Kind names for `patterns`, globs matched against the kinds known on the board."""
+        checked = [kinds.check_pattern(p, f"kinds[{i}]") for i, p in enumerate(patterns)]
+        if not any(kinds.is_glob(p) for p in checked):
+            return checked
+        return kinds.expand(checked, await self.kinds())
+
+    # -- posting --------------------------------------------------------------------------
+
+    async def post(self, kind: str, payload: Any = None, *, actor: str | None = None, **fields: Any) -> Item:
+        """Post one item; returns it as stored (the existing item on a repeated id/key).
+
+        `fields`: priority (0-1000, higher first), parent, after (ids to wait for), delay
+        (seconds) or not_before (unix seconds), max_attempts, idempotency_key, tags, id.
+        """
+        item = posting.new_item("", kind=kind, payload=payload, **fields)
+        return (await self.post_many([item], actor=actor))[0]
+
+    async def post_many(self, items: Sequence[NewItem], *, actor: str | None = None) -> list[Item]:
+        """Post a batch in one atomic step: all written, or (on bad input) none."""
+        posted = await self._post_specs(posting.with_ids(items), actor, "items")
+        return [it for it in await self.get_many([p[0] for p in posted]) if it is not None]
+
+    async def _post_specs(self, items: Sequence[NewItem], actor: str | None, field: str) -> Any:
+        specs = posting.encode_batch(
+            items, self.registry, strict=self.strict,
+            max_payload_bytes=self.max_payload_bytes, actor=actor, field=field,
+        )  # fmt: skip
+        out = await self._run(self._scripts.post, (s["kind"] for s in specs), {"items": specs}, actor)
+        if "err" in out:
+            bad = specs[out["index"]]
+            what = "parent" if out["err"] == "unknown_parent" else "after"
+            where = f"{field}[{items.index(next(i for i in items if i.id == bad['id']))}]."
+            raise UnknownItem(
+                (where if len(items) > 1 else "") + what,
+                f"no item with id {out['id']!r} on board {self.name!r}; post it first",
+            )
+        # out["ok"] follows the specs' order; an existing idempotency key maps to another id.
+        by_spec = {spec["id"]: res for spec, res in zip(specs, out["ok"], strict=True)}
+        return [by_spec[it.id] for it in items]
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def claim(self, agent: str, kinds: Sequence[str], n: int = 1, lease: float = 30.0) -> list[Claim]:
+        """Lease up to `n` of the best claimable items of `kinds` (names or globs) to `agent`."""
+        claims, _ = await self.claim_with_due(agent, kinds, n, lease)
+        return claims
+
+    async def claim_with_due(
+        self, agent: str, kinds: Sequence[str], n: int = 1, lease: float = 30.0
+    ) -> tuple[list[Claim], float | None]:
+        """Like `claim`; also returns when (unix s) a delayed item or lease next comes due."""
+        if not isinstance(n, int) or n < 1:
+            raise InvalidInput("n", f"expected a batch size >= 1, got {n!r}")
+        if not lease > 0:
+            raise InvalidInput("lease", f"expected seconds > 0, got {lease!r}")
+        names = await self.expand_kinds(kinds)
+        if not names:
+            return [], None
+        args = {"agent": agent, "n": n, "lease_ms": int(lease * 1000), "kinds": names}
+        raw = await self._run(self._scripts.claim, names, args, agent)
+        due = float(raw[0]) / 1000 if raw[0] else None
+        claims = []
+        for i in range(1, len(raw), 4):
+            item = decode_item(raw[i].decode(), raw[i + 1], raw[i + 2], raw[i + 3])
+            claims.append(
+                Claim(item=item, token=item.lease_token or "", agent=agent, deadline=item.lease_deadline or 0)
+            )
+        return claims, due
+
+    async def wait_for_work(self, kinds: Sequence[str], timeout: float) -> bool:
+        """Block until a post (or a due retry) may have made work for `kinds`, or `timeout`.
+
+        True when woken by a signal. Wake-ups are a hint: claim afterwards and expect nothing.
+        """
+        names = await self.expand_kinds(kinds)
+        if not names or timeout <= 0:
+            return False
+        wait = min(timeout, connection.MAX_BLOCK)
+        got = await self._retrying(
+            lambda: self.redis.blpop([self.keys.wake(k) for k in names], timeout=wait)
+        )
+        return got is not None
+
+    async def heartbeat(self, claims: Sequence[Claim], lease: float = 30.0) -> list[Claim | LeaseLost]:
+        """Extend the leases of `claims`; a claim no longer held comes back as `LeaseLost`."""
+        held = [{"id": c.id, "token": c.token} for c in claims]
+        out = await self._run(
+            self._scripts.heartbeat, (c.item.kind for c in claims),
+            {"lease_ms": int(lease * 1000), "held": held},
+        )  # fmt: skip
+        return [
+            c.model_copy(update={"deadline": r}) if isinstance(r, int) else self._lost(c, r)
+            for c, r in zip(claims, out["ok"], strict=True)
+        ]
+
+    @staticmethod
+    def _lost(claim: Claim, r: dict[str, Any]) -> LeaseLost:
+        return LeaseLost(claim.id, claim.token, r.get("status"))
+
+    # -- finishing ------------------------------------------------------------------------
+
+    async def complete(self, claim: Claim, result: Any = None, outputs: Sequence[NewItem] = ()) -> list[Item]:
+        """Finish `claim` with `result`, posting `outputs` as its children. Returns the outputs.
+
+        Output ids derive from the claim's item id and position, so repeating a completion (say
+        after a lost reply) posts nothing twice. Raises `LeaseLost` if the claim is stale.
+        """
+        outcome = (await self.complete_many([(claim, result, outputs)]))[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def complete_many(
+        self, batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]]
+    ) -> list[Outcome]:
+        """Complete many claims in one step; each gets its outputs or its own exception."""
+        done, kinds_used = [], []
+        for i, (claim, result, outputs) in enumerate(batch):
+            outs = posting.with_ids([self._as_new(o) for o in outputs], parent=claim.id)
+            specs = posting.encode_batch(
+                outs, self.registry, strict=self.strict,
+                max_payload_bytes=self.max_payload_bytes, actor=claim.agent, field="outputs",
+            )  # fmt: skip
+            done.append({
+                "id": claim.id, "token": claim.token, "outputs": specs,
+                "result": dumps(result, "result" if len(batch) == 1 else f"batch[{i}].result"),
+            })  # fmt: skip
+            kinds_used += [claim.item.kind, *(s["kind"] for s in specs)]
+        out = await self._run(self._scripts.complete, kinds_used, {"done": done}, batch[0][0].agent if batch else None)
+        wanted = [p[0] for r in out["ok"] if isinstance(r.get("ok"), list) for p in r["ok"]]
+        fetched = {it.id: it for it in await self.get_many(wanted) if it is not None}
+        results: list[Outcome] = []
+        for (claim, _, _), r in zip(batch, out["ok"], strict=True):
+            if "err" in r:
+                results.append(self._claim_error(claim, r))
+            elif r["ok"] == "already":
+                results.append(list((await self.query(parent=claim.id, limit=10_000)).items))
+            elif r["ok"]:  # outputs posted (an empty list may come back from cjson as {})
+                results.append([fetched[p[0]] for p in r["ok"]])
+            else:
+                results.append([])
+        return results
+
+    def _claim_error(self, claim: Claim, r: dict[str, Any]) -> BaseException:
+        if r["err"] in ("stale", "not_found"):
+            return self._lost(claim, r)
+        what = "parent" if r["err"] == "unknown_parent" else "after"
+        return UnknownItem(f"outputs[{r['index']}].{what}", f"no item with id {r['id']!r}")
+
+    @staticmethod
+    def _as_new(o: NewItem | dict[str, Any]) -> NewItem:
+        return o if isinstance(o, NewItem) else posting.new_item("outputs", **o)
+
+    async def fail(self, claim: Claim, error: str, retry: bool | float | None = None) -> Status:
+        """Record a failed attempt. Returns the item's new status.
+
+        `retry`: None retries with the board's backoff while attempts remain; a number retries
+        after that many seconds (attempts still count); False dead-letters now.
+        """
+        if retry is None or retry is True:
+            delay = self.backoff.delay(claim.item.attempts)
+        elif retry is False:
+            delay = 0.0
+        else:
+            if not (isinstance(retry, int | float) and retry >= 0):
+                raise InvalidInput("retry", f"expected None, a bool or seconds >= 0, got {retry!r}")
+            delay = float(retry)
+        args = {"failed": [{"id": claim.id, "token": claim.token, "error": str(error)[:10_000],
+                            "delay": int(delay * 1000), "dead": retry is False}]}  # fmt: skip
+        r = (await self._run(self._scripts.fail, [claim.item.kind], args, claim.agent))["ok"][0]
+        if "err" in r:
+            raise self._lost(claim, r)
+        if r["ok"] == "already":
+            return (await self.get(claim.id)).status
+        return Status(r["ok"])
+
+    async def release(self, claims: Sequence[Claim]) -> list[LeaseLost | None]:
+        """Give claims back untouched (the attempt is not counted); stale ones are reported."""
+        if not claims:
+            return []
+        args = {"released": [{"id": c.id, "token": c.token} for c in claims]}
+        out = await self._run(self._scripts.release, (c.item.kind for c in claims), args, claims[0].agent)
+        return [self._lost(c, r) if "err" in r else None for c, r in zip(claims, out["ok"], strict=True)]
+
+    async def reap(self, limit: int = 1000) -> dict[str, int]:
+        """Return expired leases to open (or dead) and promote due retries, on every kind.
+
+        Claims do this for their own kinds as they go; run it periodically as a backstop.
+        """
+        totals = {"expired": 0, "promoted": 0}
+        names = await self.kinds()
+        for i in range(0, len(names), 50):
+            out = await self._run(self._scripts.reap, names[i : i + 50], {"limit": limit})
+            for k in totals:
+                totals[k] += out["ok"][k]
+        return totals
+
+    async def cancel(self, item_id: str, reason: str = "cancelled", *, actor: str | None = None) -> int:
+        """Cancel an item and its unfinished descendants (claimed ones are fenced out).
+
+        Items waiting on a cancelled one are cancelled too. Returns how many were cancelled.
+        """
+        posting.check_id(item_id, "id")
+        out = await self._run(self._scripts.cancel, [], {"id": item_id, "reason": reason}, actor)
+        if "err" in out:
+            raise ItemNotFound(item_id)
+        return int(out["ok"])
+
+    async def mark(self, item_id: str, strength: float = 1.0, *, actor: str | None = None) -> float:
+        """Reinforce an item's mark; it decays with the board's half-life. Returns the strength."""
+        posting.check_id(item_id, "id")
+        if not (isinstance(strength, int | float) and 0 < strength < 1e12):
+            raise InvalidInput("strength", f"expected a number > 0, got {strength!r}")
+        args = {"id": item_id, "strength": float(strength), "half_life_ms": int(self.half_life * 1000)}
+        out = await self._run(self._scripts.mark, [], args, actor)
+        if "err" in out:
+            raise ItemNotFound(item_id)
+        return float(out["ok"])
+
+    async def requeue(self, ids: Sequence[str], *, actor: str | None = None) -> int:
+        """Give dead-lettered items a fresh set of attempts. Returns how many were requeued."""
+        for i, item_id in enumerate(ids):
+            posting.check_id(item_id, f"ids[{i}]")
+        out = await self._run(self._scripts.requeue, [], {"ids": list(ids)}, actor)
+        for r in out["ok"]:
+            if r.get("err") == "not_found":
+                raise ItemNotFound(r["id"])
+            if "err" in r:
+                raise InvalidState(r["id"], r["status"], "dead")
+        return len(out["ok"])

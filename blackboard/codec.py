@@ -1,0 +1,54 @@
+"""Items as stored in Redis (an immutable JSON doc plus a mutable JSON state) and back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from blackboard.errors import InvalidInput, PayloadTooLarge
+from blackboard.models import Item
+
+# State fields that map onto Item fields under another name; the rest of the state that Item
+# does not know (mark order key, last token, ...) stays internal.
+_STATE_FIELDS = {
+    "status": "status", "attempts": "attempts", "max_attempts": "max_attempts",
+    "priority": "priority", "created_at": "created_at", "updated_at": "updated_at",
+    "not_before": "not_before", "owner": "lease_owner", "token": "lease_token",
+    "deadline": "lease_deadline", "error": "error", "reason": "reason", "parent": "parent",
+    "root": "root", "depth": "depth", "pending": "pending", "mark_strength": "mark_strength",
+    "claimed_at": "claimed_at", "finished_at": "finished_at",
+}  # fmt: skip
+_DOC_FIELDS = ("payload", "after", "created_by", "idempotency_key", "tags")
+
+
+def dumps(value: Any, field: str, limit: int | None = None) -> str:
+    """Compact JSON of `value`, or `InvalidInput` naming `field` (NaN and infinities refused)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(field, f"expected JSON-serialisable data: {e}") from None
+    if limit is not None and len(text.encode()) > limit:
+        raise PayloadTooLarge(
+            field, f"{len(text.encode())} bytes encoded, over the board's limit of {limit}"
+        )
+    return text
+
+
+def decode_item(
+    item_id: str, kind: str | bytes, doc: str | bytes, state: str | bytes, result: Any = None
+) -> Item:
+    """Build an Item from the stored doc and state (and the raw result of a done item)."""
+    d = json.loads(doc)
+    s = json.loads(state)
+    data: dict[str, Any] = {"id": item_id, "kind": kind if isinstance(kind, str) else kind.decode()}
+    for name in _DOC_FIELDS:
+        value = d.get(name)
+        if value:  # cjson may hand back {} for an empty list
+            data[name] = value
+    for src, dst in _STATE_FIELDS.items():
+        value = s.get(src)
+        if value is not None:
+            data[dst] = value
+    if result is not None:
+        data["result"] = json.loads(result)
+    return Item.model_validate(data)

@@ -1,0 +1,74 @@
+"""Board URLs to Redis clients.
+
+    memory://[name]                          in-process fakeredis with Lua; one server per name
+    redis://[user:pass@]host:port[/db]       a Redis server (rediss:// for TLS, unix:// sockets)
+    redis+sentinel://host:port[,host:port]/service[/db]
+    redis+cluster://host:port[,host:port]    Redis Cluster, from any seed nodes
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import fakeredis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from blackboard.errors import InvalidURL
+
+SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+
+# Blocking reads (BLPOP, XREAD BLOCK) wait at most this long, under the socket timeout.
+SOCKET_TIMEOUT = 30.0
+MAX_BLOCK = 20.0
+
+_memory_servers: dict[str, fakeredis.FakeServer] = {}
+
+
+def _hosts(netloc: str, url: str) -> list[tuple[str, int]]:
+    hosts = []
+    for part in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise InvalidURL("url", f"expected host:port pairs in {url!r}, got {part!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
+
+
+def _auth(netloc: str) -> dict[str, Any]:
+    if "@" not in netloc:
+        return {}
+    userinfo = netloc.rsplit("@", 1)[0]
+    user, _, password = userinfo.partition(":")
+    return {"username": unquote(user) or None, "password": unquote(password) or None}
+
+
+def connect(url: str) -> Any:
+    """A redis.asyncio client (or fakeredis, or RedisCluster) for `url`. Does no I/O."""
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidURL("url", f"expected a URL such as memory:// or redis://host:6379, got {url!r}")
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    common: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": 5.0}
+    if scheme == "memory":
+        name = (parts.netloc + parts.path).strip("/") or "default"
+        server = _memory_servers.setdefault(name, fakeredis.FakeServer())
+        return fakeredis.FakeAsyncRedis(server=server)
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            return aioredis.from_url(url, health_check_interval=15, **common)
+        except ValueError as e:
+            raise InvalidURL("url", f"{e} in {url!r}") from None
+    if scheme == "redis+sentinel":
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise InvalidURL("url", f"expected /service after the sentinel hosts in {url!r}")
+        db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
+        sentinel = Sentinel(_hosts(parts.netloc, url), **_auth(parts.netloc), **common)
+        return sentinel.master_for(path[0], db=db, **common)
+    if scheme == "redis+cluster":
+        nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, url)]
+        return RedisCluster(startup_nodes=nodes, **_auth(parts.netloc), **common)
+    raise InvalidURL("url", f"unsupported scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")

@@ -1,0 +1,61 @@
+"""Redis key names of one board. Every key carries the board's hash tag `{bb:<board>}`.
+
+One tag means one Redis Cluster slot, so every multi-key script is atomic and legal on Cluster.
+The order of `fixed` is the KEYS layout that `lua/lib.lua` documents.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from blackboard.errors import InvalidInput
+
+BOARD_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+FIXED_NAMES = (
+    "meta", "kind", "items", "state", "results", "status", "waiting", "deps",
+    "children", "lineage", "counts", "idem", "events", "kinds",
+)  # fmt: skip
+
+
+def check_board_name(name: object) -> str:
+    if not isinstance(name, str) or not BOARD_RE.match(name):
+        raise InvalidInput(
+            "board", f"expected 1-64 letters, digits, '_', '.' or '-', got {name!r}"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Key names for one board (one shard of it, once boards are sharded)."""
+
+    board: str
+    tag: str = field(init=False)
+    fixed: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        check_board_name(self.board)
+        tag = "{bb:" + self.board + "}"
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "fixed", tuple(f"{tag}:{n}" for n in FIXED_NAMES))
+
+    def __getattr__(self, name: str) -> str:
+        # Named access to the fixed keys: ks.state, ks.lineage, ...
+        if name in FIXED_NAMES:
+            return f"{self.tag}:{name}"
+        raise AttributeError(name)
+
+    @property
+    def schemas(self) -> str:
+        """Hash kind -> JSON schema (written by `Board.register_kind`, not by scripts)."""
+        return f"{self.tag}:schemas"
+
+    def kind_keys(self, kind: str) -> tuple[str, str, str, str]:
+        """(ready, delayed, leased, wake) of one kind."""
+        t = self.tag
+        return (f"{t}:ready:{kind}", f"{t}:delayed:{kind}", f"{t}:leased:{kind}", f"{t}:wake:{kind}")
+
+    def wake(self, kind: str) -> str:
+        return f"{self.tag}:wake:{kind}"

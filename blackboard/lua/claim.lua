@@ -1,0 +1,56 @@
+-- claim.lua: lease up to n of the best claimable items across some kinds.
+-- KEYS: the fixed board keys (lib.lua) + ready/delayed/leased/wake of each claimed kind.
+--   Before choosing, returns this kind's expired leases and promotes its due delayed items, so
+--   a crashed worker's item comes back as soon as anyone asks for work.
+-- ARGS: {agent, n, lease_ms, kinds = [...]}
+-- Returns a flat array (not JSON, to keep payloads unescaped):
+--   {next_due ms or '', id1, kind1, doc1, state1, id2, ...}  |  JSON {needkinds = [...]}.
+-- Each claim gets a fresh fencing token from the board's counter.
+local kinds = ARGS.kinds
+local need = missing_kinds(kinds)
+if need then return reply({needkinds = need}) end
+
+for _, k in ipairs(kinds) do
+  expire_leases(k, 100)
+  promote_due(k, 1000)
+end
+
+local cands = {}
+for _, k in ipairs(kinds) do
+  local r = redis.call('ZRANGE', KK[k].ready, 0, ARGS.n - 1, 'WITHSCORES')
+  for i = 1, #r, 2 do cands[#cands + 1] = {r[i], tonumber(r[i + 1]), k} end
+end
+if #kinds > 1 then
+  table.sort(cands, function(a, b)
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[1] < b[1]
+  end)
+end
+
+local out = {''}
+for i = 1, math.min(ARGS.n, #cands) do
+  local id, kind = cands[i][1], cands[i][3]
+  redis.call('ZREM', KK[kind].ready, id)
+  local st = get_state(id)
+  set_status(id, kind, st, 'claimed')
+  st.attempts = st.attempts + 1
+  st.token = tostring(redis.call('HINCRBY', K_META, 'fence', 1))
+  st.owner = ARGS.agent
+  st.deadline = NOW + ARGS.lease_ms
+  st.claimed_at = NOW
+  redis.call('ZADD', KK[kind].leased, st.deadline, id)
+  put_state(id, st)
+  emit('claimed', id, kind, st, {agent = ARGS.agent})
+  out[#out + 1] = id
+  out[#out + 1] = kind
+  out[#out + 1] = redis.call('HGET', K_ITEMS, id)
+  out[#out + 1] = redis.call('HGET', K_STATE, id)
+end
+
+-- Chain the wake-up: if work is left, the next blocked claimer should look too.
+for _, k in ipairs(kinds) do
+  if redis.call('ZCARD', KK[k].ready) > 0 then wake(KK[k]) end
+end
+local due = next_due(kinds)
+if due then out[1] = tostring(due) end
+return out

@@ -1,0 +1,342 @@
+-- lib.lua: helpers prepended to every operation script (see blackboard/scripts.py).
+--
+-- KEYS: the board's fixed keys, in this order, then four keys per kind named in CTX.kinds.
+--   KEYS[1]  meta      hash    board counters (fencing token)
+--   KEYS[2]  kind      hash    id -> kind
+--   KEYS[3]  items     hash    id -> immutable JSON (payload, priority, after, ...)
+--   KEYS[4]  state     hash    id -> mutable JSON (status, attempts, lease, root, ...)
+--   KEYS[5]  results   hash    id -> result JSON of a done item
+--   KEYS[6]  status    zset    lex index "status|kind|id" (every item, exactly once)
+--   KEYS[7]  waiting   zset    id -> created ms, items waiting for dependencies
+--   KEYS[8]  deps      zset    lex index "dependency|dependant" for unmet dependencies
+--   KEYS[9]  children  zset    lex index "parent|child"
+--   KEYS[10] lineage   zset    lex index "root|id"
+--   KEYS[11] counts    hash    "kind|status" -> number of items
+--   KEYS[12] idem      hash    idempotency key -> id
+--   KEYS[13] events    stream  state changes, capped
+--   KEYS[14] kinds     set     every kind ever posted
+--   then per kind k: ready zset (claim order), delayed zset (due ms), leased zset (deadline ms),
+--   wake list (a token that blocked claimers BLPOP on).
+-- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s}
+-- ARGV[2]: JSON arguments of the operation.
+-- Every script returns one JSON string: {ok = ...} or {err = code, ...} or {needkinds = [...]}.
+-- No key name is built here: per-kind keys arrive through KEYS; a script that finds it needs a
+-- kind it was not given returns {needkinds} before writing anything and the client calls again.
+
+local K_META, K_KIND, K_ITEMS, K_STATE, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_STATUS, K_WAITING, K_DEPS, K_CHILDREN, K_LINEAGE = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_COUNTS, K_IDEM, K_EVENTS, K_KINDS = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local NFIXED = 14
+
+local CTX = cjson.decode(ARGV[1])
+local ARGS = cjson.decode(ARGV[2])
+
+local NOW = CTX.now
+if not NOW then
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local KK = {}
+for i, k in ipairs(CTX.kinds) do
+  local b = NFIXED + (i - 1) * 4
+  KK[k] = {ready = KEYS[b + 1], delayed = KEYS[b + 2], leased = KEYS[b + 3], wake = KEYS[b + 4]}
+end
+
+local TERMINAL = {done = true, dead = true, cancelled = true}
+local MARK_SCALE = 8589934592 -- 2^33: priority dominates, the mark orders within a priority
+
+-- Kinds of `list` with no keys in this call (nil when all are present).
+local function missing_kinds(list)
+  local seen, out = {}, {}
+  for _, k in ipairs(list) do
+    if not KK[k] and not seen[k] then seen[k] = true; out[#out + 1] = k end
+  end
+  if #out == 0 then return nil end
+  return out
+end
+
+local function reply(t) return cjson.encode(t) end
+
+local function get_state(id)
+  local raw = redis.call('HGET', K_STATE, id)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function put_state(id, st)
+  st.updated_at = NOW
+  redis.call('HSET', K_STATE, id, cjson.encode(st))
+end
+
+-- Move an item between statuses in the status index and the counters. Ordering indexes
+-- (ready/delayed/leased/waiting) are the caller's business.
+local function set_status(id, kind, st, new)
+  local old = st.status
+  if old then
+    redis.call('ZREM', K_STATUS, old .. '|' .. kind .. '|' .. id)
+    redis.call('HINCRBY', K_COUNTS, kind .. '|' .. old, -1)
+  end
+  st.status = new
+  redis.call('ZADD', K_STATUS, 0, new .. '|' .. kind .. '|' .. id)
+  redis.call('HINCRBY', K_COUNTS, kind .. '|' .. new, 1)
+end
+
+local function emit(etype, id, kind, st, extra)
+  local fields = {'type', etype, 'id', id, 'kind', kind, 'status', st.status, 'root', st.root,
+                  'ts', tostring(NOW)}
+  if CTX.actor then fields[#fields + 1] = 'actor'; fields[#fields + 1] = CTX.actor end
+  if extra then
+    for k, v in pairs(extra) do fields[#fields + 1] = k; fields[#fields + 1] = tostring(v) end
+  end
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', CTX.maxlen, '*', unpack(fields))
+end
+
+-- Claim order: lower score first. Priority dominates; a mark (log2 of strength plus time over
+-- half-life, so decay never needs rescoring) orders within a priority; ties go by id.
+local function score(st)
+  return string.format('%.17g', -((st.priority or 0) * MARK_SCALE + (st.mark or 0)))
+end
+
+local function wake(kk)
+  if redis.call('LLEN', kk.wake) == 0 then redis.call('RPUSH', kk.wake, '1') end
+end
+
+-- Put an item where a claimer finds it: ready now, or delayed until not_before.
+local function make_ready(id, kind, st, status)
+  local kk = KK[kind]
+  set_status(id, kind, st, status or 'open')
+  if st.not_before and st.not_before > NOW then
+    redis.call('ZADD', kk.delayed, st.not_before, id)
+  else
+    st.not_before = nil
+    redis.call('ZADD', kk.ready, score(st), id)
+  end
+  wake(kk)
+end
+
+local function clear_lease(st)
+  st.token, st.owner, st.deadline = nil, nil, nil
+end
+
+-- Remove an item from whichever ordering index its status puts it in.
+local function unindex(id, kind, st)
+  local s = st.status
+  if s == 'waiting' then
+    redis.call('ZREM', K_WAITING, id)
+  elseif s == 'claimed' then
+    redis.call('ZREM', KK[kind].leased, id)
+  elseif s == 'open' or s == 'failed' then
+    redis.call('ZREM', KK[kind].ready, id)
+    redis.call('ZREM', KK[kind].delayed, id)
+  end
+end
+
+-- Dependants of `id` still waiting for it, as a list of ids.
+local function dependants(id)
+  local out = {}
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', K_DEPS, '[' .. id .. '|', '[' .. id .. '|\255')) do
+    out[#out + 1] = string.sub(m, #id + 2)
+  end
+  return out
+end
+
+-- A dependency of these items will never be done: cancel them, and theirs, transitively.
+local function cancel_dependants(id, why)
+  local queue = {id}
+  local n = 0
+  while #queue > 0 do
+    local cur = table.remove(queue)
+    for _, d in ipairs(dependants(cur)) do
+      redis.call('ZREM', K_DEPS, cur .. '|' .. d)
+      local dst = get_state(d)
+      if dst and dst.status == 'waiting' then
+        local dkind = redis.call('HGET', K_KIND, d)
+        redis.call('ZREM', K_WAITING, d)
+        set_status(d, dkind, dst, 'cancelled')
+        dst.reason = 'dependency ' .. cur .. ' ' .. why
+        dst.finished_at = NOW
+        put_state(d, dst)
+        emit('cancelled', d, dkind, dst, {reason = dst.reason})
+        queue[#queue + 1] = d
+        n = n + 1
+      end
+    end
+  end
+  return n
+end
+
+-- Terminal failure: dead-letter the item and cancel what waits on it.
+local function kill(id, kind, st, err)
+  unindex(id, kind, st)
+  set_status(id, kind, st, 'dead')
+  clear_lease(st)
+  if err then st.error = err end
+  st.finished_at = NOW
+  put_state(id, st)
+  emit('dead', id, kind, st)
+  cancel_dependants(id, 'dead')
+end
+
+-- Return expired leases of one kind to open (the attempt was counted at claim) or to dead.
+local function expire_leases(kind, limit)
+  local kk = KK[kind]
+  local ids = redis.call('ZRANGEBYSCORE', kk.leased, '-inf', NOW, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local st = get_state(id)
+    if st.attempts >= st.max_attempts then
+      kill(id, kind, st, 'lease expired after ' .. st.attempts .. ' attempts (last owner ' ..
+        tostring(st.owner) .. ')')
+    else
+      redis.call('ZREM', kk.leased, id)
+      st.error = 'lease expired (owner ' .. tostring(st.owner) .. ')'
+      clear_lease(st)
+      make_ready(id, kind, st)
+      put_state(id, st)
+      emit('expired', id, kind, st)
+    end
+  end
+  return #ids
+end
+
+-- Move due delayed items of one kind (retries after backoff, delayed posts) to ready.
+local function promote_due(kind, limit)
+  local kk = KK[kind]
+  local ids = redis.call('ZRANGEBYSCORE', kk.delayed, '-inf', NOW, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', kk.delayed, id)
+    local st = get_state(id)
+    st.not_before = nil
+    set_status(id, kind, st, 'open')
+    redis.call('ZADD', kk.ready, score(st), id)
+    put_state(id, st)
+  end
+  if #ids > 0 then wake(kk) end
+  return #ids
+end
+
+-- Earliest time something of these kinds becomes claimable without a post (ms, or false).
+local function next_due(kinds)
+  local best = false
+  for _, k in ipairs(kinds) do
+    for _, key in ipairs({KK[k].delayed, KK[k].leased}) do
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      if first[2] then
+        local t = tonumber(first[2])
+        if not best or t < best then best = t end
+      end
+    end
+  end
+  return best
+end
+
+-- Post checks: returns nil when every spec can be written, else an {err=...} reply.
+-- Specs come ordered so that a spec's parent and dependencies precede it within the batch.
+local function check_posts(specs)
+  local batch = {}
+  for i, p in ipairs(specs) do
+    batch[p.id] = true
+    if p.parent and not batch[p.parent] and redis.call('HEXISTS', K_KIND, p.parent) == 0 then
+      return {err = 'unknown_parent', index = i - 1, id = p.parent}
+    end
+    for _, d in ipairs(p.after or {}) do
+      if not batch[d] and redis.call('HEXISTS', K_KIND, d) == 0 then
+        return {err = 'unknown_dependency', index = i - 1, id = d}
+      end
+    end
+  end
+  return nil
+end
+
+-- Write one checked spec. Returns {id, status, existed}.
+local function post_one(p)
+  if p.idem then
+    local prev = redis.call('HGET', K_IDEM, p.idem)
+    if prev then return {prev, get_state(prev).status, true} end
+  end
+  local prev = get_state(p.id)
+  if prev then return {p.id, prev.status, true} end
+
+  local st = {attempts = 0, max_attempts = p.max_attempts, priority = p.priority,
+              created_at = NOW, not_before = p.not_before, root = p.id, depth = 0}
+  if p.delay then st.not_before = NOW + p.delay end
+  if p.parent then
+    local pst = get_state(p.parent)
+    st.parent, st.root, st.depth = p.parent, pst.root, pst.depth + 1
+    redis.call('ZADD', K_CHILDREN, 0, p.parent .. '|' .. p.id)
+  end
+  redis.call('HSET', K_KIND, p.id, p.kind)
+  redis.call('HSET', K_ITEMS, p.id, p.doc)
+  redis.call('ZADD', K_LINEAGE, 0, st.root .. '|' .. p.id)
+  redis.call('SADD', K_KINDS, p.kind)
+  if p.idem then redis.call('HSET', K_IDEM, p.idem, p.id) end
+
+  local pending, dead_dep = 0, nil
+  for _, d in ipairs(p.after or {}) do
+    local dst = get_state(d)
+    if dst.status == 'dead' or dst.status == 'cancelled' then
+      dead_dep = 'dependency ' .. d .. ' ' .. dst.status
+    elseif dst.status ~= 'done' then
+      pending = pending + 1
+      redis.call('ZADD', K_DEPS, 0, d .. '|' .. p.id)
+    end
+  end
+  st.pending = pending
+
+  if dead_dep then
+    set_status(p.id, p.kind, st, 'cancelled')
+    st.reason, st.finished_at = dead_dep, NOW
+  elseif pending > 0 then
+    set_status(p.id, p.kind, st, 'waiting')
+    st.reason = 'dependencies'
+    redis.call('ZADD', K_WAITING, NOW, p.id)
+  else
+    make_ready(p.id, p.kind, st)
+  end
+  put_state(p.id, st)
+  emit('posted', p.id, p.kind, st)
+  return {p.id, st.status, false}
+end
+
+-- Kinds a post batch touches: the specs' own.
+local function post_kinds(specs)
+  local out = {}
+  for _, p in ipairs(specs) do out[#out + 1] = p.kind end
+  return out
+end
+
+-- A dependency of these items is done: count it off and open those with nothing left to wait for.
+local function satisfy_dependants(id)
+  for _, d in ipairs(dependants(id)) do
+    redis.call('ZREM', K_DEPS, id .. '|' .. d)
+    local dst = get_state(d)
+    if dst and dst.status == 'waiting' then
+      dst.pending = dst.pending - 1
+      if dst.pending <= 0 and dst.reason == 'dependencies' then
+        local dkind = redis.call('HGET', K_KIND, d)
+        redis.call('ZREM', K_WAITING, d)
+        dst.reason = nil
+        make_ready(d, dkind, dst)
+        emit('opened', d, dkind, dst)
+      end
+      put_state(d, dst)
+    end
+  end
+end
+
+-- Kinds of the items waiting on `id` (their keys are needed to open them).
+local function dependant_kinds(id, out)
+  for _, d in ipairs(dependants(id)) do out[#out + 1] = redis.call('HGET', K_KIND, d) end
+  return out
+end
+
+-- The claim `c` ({id, token}) is current: the item is claimed under this very token.
+local function holds(st, c)
+  return st and st.status == 'claimed' and st.token == c.token
+end
+
+-- Why a claim is not current, for the caller's error message.
+local function stale_reason(st, c)
+  if not st then return {err = 'not_found', id = c.id} end
+  return {err = 'stale', id = c.id, status = st.status, token = st.token}
+end

@@ -1,0 +1,148 @@
+"""Checks and encoding for posts, done in Python before one script writes the batch.
+
+Everything that can be decided without the board's state is decided here, so bad input
+raises before any round trip; what needs the state (does the parent exist?) the script checks
+before it writes anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from blackboard import ids
+from blackboard.codec import dumps
+from blackboard.errors import DependencyCycle, InvalidInput
+from blackboard.kinds import KindRegistry, check_kind
+from blackboard.models import NewItem
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def new_item(field: str, **fields: Any) -> NewItem:
+    """A NewItem from keyword fields, with pydantic's error turned into `InvalidInput`."""
+    try:
+        return NewItem.model_validate(fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InvalidInput(f"{field}.{where}" if field else where, err["msg"]) from None
+
+
+def check_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise InvalidInput(field, f"expected an item id (1-128 of A-Z a-z 0-9 _ . : -), got {value!r}")
+    return value
+
+
+def order_batch(items: Sequence[NewItem], field: str = "items") -> list[int]:
+    """Indexes of `items` ordered so parents and dependencies inside the batch come first.
+
+    Raises `DependencyCycle` naming an item on the cycle.
+    """
+    index = {it.id: i for i, it in enumerate(items)}
+    order: list[int] = []
+    state: dict[int, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(i: int, path: tuple[int, ...]) -> None:
+        if state.get(i) == 2:
+            return
+        if state.get(i) == 1:
+            raise DependencyCycle(
+                f"{field}[{i}].after",
+                "dependencies form a cycle: " + " -> ".join(str(items[j].id) for j in path),
+            )
+        state[i] = 1
+        it = items[i]
+        for ref in (it.parent, *it.after):
+            if ref in index:
+                visit(index[ref], (*path, index[ref]))
+        state[i] = 2
+        order.append(i)
+
+    for i in range(len(items)):
+        visit(i, (i,))
+    return order
+
+
+def encode_batch(
+    items: Sequence[NewItem],
+    registry: KindRegistry,
+    *,
+    strict: bool,
+    max_payload_bytes: int,
+    actor: str | None,
+    field: str = "items",
+) -> list[dict[str, Any]]:
+    """Validate a batch and return the post script's specs, in dependency order.
+
+    Items must already carry ids (`with_ids`).
+    """
+    specs = []
+    seen: set[str] = set()
+    for i, it in enumerate(items):
+        f = f"{field}[{i}]" if len(items) > 1 or field != "items" else ""
+        pre = f + "." if f else ""
+        check_kind(it.kind, pre + "kind")
+        assert it.id is not None
+        check_id(it.id, pre + "id")
+        if it.id in seen:
+            raise InvalidInput(pre + "id", f"id {it.id!r} appears twice in one batch")
+        seen.add(it.id)
+        if it.parent is not None:
+            check_id(it.parent, pre + "parent")
+        for j, dep in enumerate(it.after):
+            check_id(dep, f"{pre}after[{j}]")
+            if dep == it.id:
+                raise DependencyCycle(f"{pre}after[{j}]", "an item cannot depend on itself")
+        if len(set(it.after)) != len(it.after):
+            raise InvalidInput(pre + "after", "lists the same dependency twice")
+        payload = registry.validate(it.kind, it.payload, strict=strict, field=pre + "payload")
+        extra: dict[str, Any] = {}
+        if it.after:
+            extra["after"] = list(it.after)
+        if it.tags:
+            extra["tags"] = list(it.tags)
+        if actor:
+            extra["created_by"] = actor
+        if it.idempotency_key:
+            extra["idempotency_key"] = it.idempotency_key
+        payload_json = dumps(payload, pre + "payload", max_payload_bytes)
+        rest = "," + dumps(extra, pre + "payload")[1:] if extra else "}"
+        spec: dict[str, Any] = {
+            "id": it.id,
+            "kind": it.kind,
+            "doc": '{"payload":' + payload_json + rest,
+            "priority": it.priority,
+            "max_attempts": it.max_attempts,
+        }
+        if it.parent:
+            spec["parent"] = it.parent
+        if it.after:
+            spec["after"] = list(it.after)
+        if it.delay:
+            spec["delay"] = int(it.delay * 1000)
+        if it.not_before is not None:
+            spec["not_before"] = int(it.not_before * 1000)
+        if it.idempotency_key:
+            spec["idem"] = it.idempotency_key
+        specs.append(spec)
+    return [specs[i] for i in order_batch(items, field)]
+
+
+def with_ids(items: Sequence[NewItem], parent: str | None = None, slot: str = "o") -> list[NewItem]:
+    """Give every item an id: deterministic under `parent` (slot + index), else a new ULID."""
+    out = []
+    for i, it in enumerate(items):
+        update: dict[str, Any] = {}
+        if parent is not None:
+            update["parent"] = parent
+            if it.id is None:
+                update["id"] = ids.child_id(parent, f"{slot}{i}")
+        elif it.id is None:
+            update["id"] = ids.new_id()
+        out.append(it.model_copy(update=update) if update else it)
+    return out
