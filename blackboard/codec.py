@@ -18,7 +18,7 @@ _STATE_FIELDS = {
     "root": "root", "depth": "depth", "pending": "pending", "mark_strength": "mark_strength",
     "claimed_at": "claimed_at", "finished_at": "finished_at",
 }  # fmt: skip
-_DOC_FIELDS = ("payload", "after", "created_by", "idempotency_key", "tags")
+_DOC_FIELDS = ("after", "created_by", "idempotency_key", "tags")
 
 
 def dumps(value: Any, field: str, limit: int | None = None) -> str:
@@ -41,9 +41,10 @@ def decode_item(
     d = json.loads(doc)
     s = json.loads(state)
     data: dict[str, Any] = {"id": item_id, "kind": kind if isinstance(kind, str) else kind.decode()}
+    data["payload"] = d.get("payload")
     for name in _DOC_FIELDS:
         value = d.get(name)
-        if value:  # cjson may hand back {} for an empty list
+        if value:  # absent or empty
             data[name] = value
     for src, dst in _STATE_FIELDS.items():
         value = s.get(src)

@@ -143,10 +143,10 @@ end
 
 -- A dependency of these items will never be done: cancel them, and theirs, transitively.
 local function cancel_dependants(id, why)
-  local queue = {id}
+  local queue = {{id, why}}
   local n = 0
   while #queue > 0 do
-    local cur = table.remove(queue)
+    local cur, cur_why = unpack(table.remove(queue))
     for _, d in ipairs(dependants(cur)) do
       redis.call('ZREM', K_DEPS, cur .. '|' .. d)
       local dst = get_state(d)
@@ -154,11 +154,11 @@ local function cancel_dependants(id, why)
         local dkind = redis.call('HGET', K_KIND, d)
         redis.call('ZREM', K_WAITING, d)
         set_status(d, dkind, dst, 'cancelled')
-        dst.reason = 'dependency ' .. cur .. ' ' .. why
+        dst.reason = 'dependency ' .. cur .. ' ' .. cur_why
         dst.finished_at = NOW
         put_state(d, dst)
         emit('cancelled', d, dkind, dst, {reason = dst.reason})
-        queue[#queue + 1] = d
+        queue[#queue + 1] = {d, 'cancelled'}
         n = n + 1
       end
     end

@@ -1,0 +1,83 @@
+"""Fixtures: every board test runs against `memory://` (fakeredis) and a real redis-server."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from blackboard import Board
+from tests.support import redis_server
+from tests.support.redis_server import RedisServer
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of the test session's own, on a free port."""
+    redis_server.require()
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def board_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://test-{os.getpid()}"
+    return str(request.getfixturevalue("redis_url"))
+
+
+class FakeClock:
+    """A clock the test moves by hand; boards given it stamp every script with its time."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def unique_board() -> str:
+    return f"t{os.getpid()}-{next(_names)}-{time.time_ns() % 10**9}"
+
+
+@pytest.fixture
+async def board(board_url: str, clock: FakeClock) -> AsyncIterator[Board]:
+    """A fresh, empty board on each backend, with a hand-moved clock."""
+    b = await Board.connect(board_url, board=unique_board(), clock=clock)
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def live_board(board_url: str) -> AsyncIterator[Board]:
+    """A fresh board on each backend that uses Redis's own clock."""
+    b = await Board.connect(board_url, board=unique_board())
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    path = Path(__file__).parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
