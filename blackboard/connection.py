@@ -66,7 +66,7 @@ def connect(url: str) -> Any:
         if not path:
             raise InvalidURL("url", f"expected /service after the sentinel hosts in {url!r}")
         db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
-        sentinel = Sentinel(_hosts(parts.netloc, url), **_auth(parts.netloc), **common)
+        sentinel = Sentinel(_hosts(parts.netloc, url), **_auth(parts.netloc), **common)  # type: ignore[no-untyped-call]
         return sentinel.master_for(path[0], db=db, **common)
     if scheme == "redis+cluster":
         nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, url)]

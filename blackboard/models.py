@@ -51,6 +51,7 @@ class Item(_Frozen):
     lease_owner: str | None = None
     lease_token: str | None = None
     lease_deadline: int | None = None
+    handled_by: str | None = None  # agent of the latest claim, kept after it ends
     result: Any = None
     error: str | None = None
     reason: str | None = None  # why it waits, or why it was cancelled

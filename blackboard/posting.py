@@ -79,58 +79,60 @@ def encode_batch(
 ) -> list[dict[str, Any]]:
     """Validate a batch and return the post script's specs, in dependency order.
 
-    Items must already carry ids (`with_ids`).
+    Items must already carry ids (`with_ids`). Errors name the field as `items[i].field`
+    (just `field` for a single post).
     """
     specs = []
     seen: set[str] = set()
     for i, it in enumerate(items):
-        f = f"{field}[{i}]" if len(items) > 1 or field != "items" else ""
-        pre = f + "." if f else ""
-        check_kind(it.kind, pre + "kind")
-        assert it.id is not None
-        check_id(it.id, pre + "id")
-        if it.id in seen:
+        pre = f"{field}[{i}]." if len(items) > 1 or field != "items" else ""
+        spec = _encode_one(it, pre, registry, strict, max_payload_bytes, actor)
+        if spec["id"] in seen:
             raise InvalidInput(pre + "id", f"id {it.id!r} appears twice in one batch")
-        seen.add(it.id)
-        if it.parent is not None:
-            check_id(it.parent, pre + "parent")
-        for j, dep in enumerate(it.after):
-            check_id(dep, f"{pre}after[{j}]")
-            if dep == it.id:
-                raise DependencyCycle(f"{pre}after[{j}]", "an item cannot depend on itself")
-        if len(set(it.after)) != len(it.after):
-            raise InvalidInput(pre + "after", "lists the same dependency twice")
-        payload = registry.validate(it.kind, it.payload, strict=strict, field=pre + "payload")
-        extra: dict[str, Any] = {}
-        if it.after:
-            extra["after"] = list(it.after)
-        if it.tags:
-            extra["tags"] = list(it.tags)
-        if actor:
-            extra["created_by"] = actor
-        if it.idempotency_key:
-            extra["idempotency_key"] = it.idempotency_key
-        payload_json = dumps(payload, pre + "payload", max_payload_bytes)
-        rest = "," + dumps(extra, pre + "payload")[1:] if extra else "}"
-        spec: dict[str, Any] = {
-            "id": it.id,
-            "kind": it.kind,
-            "doc": '{"payload":' + payload_json + rest,
-            "priority": it.priority,
-            "max_attempts": it.max_attempts,
-        }
-        if it.parent:
-            spec["parent"] = it.parent
-        if it.after:
-            spec["after"] = list(it.after)
-        if it.delay:
-            spec["delay"] = int(it.delay * 1000)
-        if it.not_before is not None:
-            spec["not_before"] = int(it.not_before * 1000)
-        if it.idempotency_key:
-            spec["idem"] = it.idempotency_key
+        seen.add(spec["id"])
         specs.append(spec)
     return [specs[i] for i in order_batch(items, field)]
+
+
+def _check_refs(it: NewItem, pre: str) -> None:
+    """Ids named by one item: well-formed, no self-dependency, no repeats."""
+    if it.parent is not None:
+        check_id(it.parent, pre + "parent")
+    for j, dep in enumerate(it.after):
+        check_id(dep, f"{pre}after[{j}]")
+        if dep == it.id:
+            raise DependencyCycle(f"{pre}after[{j}]", "an item cannot depend on itself")
+    if len(set(it.after)) != len(it.after):
+        raise InvalidInput(pre + "after", "lists the same dependency twice")
+
+
+def _encode_one(
+    it: NewItem, pre: str, registry: KindRegistry, strict: bool, max_payload_bytes: int, actor: str | None
+) -> dict[str, Any]:
+    check_kind(it.kind, pre + "kind")
+    check_id(it.id, pre + "id")
+    _check_refs(it, pre)
+    payload = registry.validate(it.kind, it.payload, strict=strict, field=pre + "payload")
+    extra = {
+        "after": list(it.after), "tags": list(it.tags), "created_by": actor,
+        "idempotency_key": it.idempotency_key,
+    }  # fmt: skip
+    extra = {k: v for k, v in extra.items() if v}
+    payload_json = dumps(payload, pre + "payload", max_payload_bytes)
+    rest = "," + dumps(extra, pre + "payload")[1:] if extra else "}"
+    spec: dict[str, Any] = {
+        "id": it.id,
+        "kind": it.kind,
+        "doc": '{"payload":' + payload_json + rest,
+        "priority": it.priority,
+        "max_attempts": it.max_attempts,
+        "parent": it.parent,
+        "after": list(it.after) or None,
+        "delay": int(it.delay * 1000) if it.delay else None,
+        "not_before": int(it.not_before * 1000) if it.not_before is not None else None,
+        "idem": it.idempotency_key,
+    }
+    return {k: v for k, v in spec.items() if v is not None}
 
 
 def with_ids(items: Sequence[NewItem], parent: str | None = None, slot: str = "o") -> list[NewItem]:

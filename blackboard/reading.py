@@ -31,7 +31,7 @@ T = TypeVar("T")
 MAX_PAGE = 10_000
 
 
-def _status(value: object) -> Status:
+def _status(value: str) -> Status:
     try:
         return Status(value)
     except ValueError:

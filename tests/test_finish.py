@@ -15,6 +15,7 @@ async def test_complete_stores_result_and_posts_outputs_as_children(board: Board
     outs = await board.complete(claim, {"total": 2}, outputs=[NewItem(kind="x", payload=i) for i in range(2)])
     done = await board.get(goal.id)
     assert done.status is Status.DONE and done.result == {"total": 2} and done.lease_token is None
+    assert done.handled_by == "w" and done.lease_owner is None
     assert [o.payload for o in outs] == [0, 1]
     assert all(o.parent == goal.id and o.root == goal.id and o.status is Status.OPEN for o in outs)
 

@@ -35,7 +35,7 @@ for i = 1, math.min(ARGS.n, #cands) do
   set_status(id, kind, st, 'claimed')
   st.attempts = st.attempts + 1
   st.token = tostring(redis.call('HINCRBY', K_META, 'fence', 1))
-  st.owner = ARGS.agent
+  st.owner, st.handled_by = ARGS.agent, ARGS.agent
   st.deadline = NOW + ARGS.lease_ms
   st.claimed_at = NOW
   redis.call('ZADD', KK[kind].leased, st.deadline, id)

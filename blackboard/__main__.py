@@ -1,0 +1,5 @@
+"""`python -m blackboard` runs the CLI."""
+
+from blackboard.cli import app
+
+app()
