@@ -58,6 +58,7 @@ class Board(BoardReader):
         reconnect_timeout: float = 30.0,
         clock: Callable[[], float] | None = None,
         on_redis_error: Callable[[BaseException], None] | None = None,
+        on_lease_expired: Callable[[str, int], None] | None = None,
     ) -> None:
         if half_life < 1:
             raise InvalidInput("half_life", f"expected seconds >= 1, got {half_life!r}")
@@ -75,6 +76,7 @@ class Board(BoardReader):
         self.reconnect_timeout = reconnect_timeout
         self.clock = clock
         self.on_redis_error = on_redis_error
+        self.on_lease_expired = on_lease_expired
         self.redis = client
         self._scripts = Scripts.register(client)
 
@@ -222,8 +224,10 @@ class Board(BoardReader):
         args = {"agent": agent, "n": n, "lease_ms": int(lease * 1000), "kinds": names}
         raw = await self._run(self._scripts.claim, names, args, agent)
         due = float(raw[0]) / 1000 if raw[0] else None
+        if raw[1]:
+            self._expired(dict(pair.split("=") for pair in raw[1].decode().split(",")))
         claims = []
-        for i in range(1, len(raw), 4):
+        for i in range(2, len(raw), 4):
             item = decode_item(raw[i].decode(), raw[i + 1], raw[i + 2], raw[i + 3])
             claims.append(
                 Claim(item=item, token=item.lease_token or "", agent=agent, deadline=item.lease_deadline or 0)
@@ -353,10 +357,17 @@ class Board(BoardReader):
         totals = {"expired": 0, "promoted": 0}
         names = await self.kinds()
         for i in range(0, len(names), 50):
-            out = await self._run(self._scripts.reap, names[i : i + 50], {"limit": limit})
+            out = (await self._run(self._scripts.reap, names[i : i + 50], {"limit": limit}))["ok"]
             for k in totals:
-                totals[k] += out["ok"][k]
+                totals[k] += out[k]
+            if out["by_kind"]:  # cjson may give [] for an empty table
+                self._expired(out["by_kind"])
         return totals
+
+    def _expired(self, by_kind: dict[str, Any]) -> None:
+        if self.on_lease_expired is not None:
+            for kind, n in by_kind.items():
+                self.on_lease_expired(kind, int(n))
 
     async def cancel(self, item_id: str, reason: str = "cancelled", *, actor: str | None = None) -> int:
         """Cancel an item and its unfinished descendants (claimed ones are fenced out).

@@ -16,7 +16,7 @@ _STATE_FIELDS = {
     "not_before": "not_before", "owner": "lease_owner", "token": "lease_token",
     "deadline": "lease_deadline", "error": "error", "reason": "reason", "parent": "parent",
     "root": "root", "depth": "depth", "pending": "pending", "mark_strength": "mark_strength",
-    "claimed_at": "claimed_at", "handled_by": "handled_by", "finished_at": "finished_at",
+    "claimed_at": "claimed_at", "ready_at": "ready_at", "handled_by": "handled_by", "finished_at": "finished_at",
 }  # fmt: skip
 _DOC_FIELDS = ("after", "created_by", "idempotency_key", "tags")
 

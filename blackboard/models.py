@@ -64,6 +64,7 @@ class Item(_Frozen):
     idempotency_key: str | None = None
     tags: tuple[str, ...] = ()
     mark_strength: float | None = None
+    ready_at: int | None = None  # when it last became claimable
     claimed_at: int | None = None
     finished_at: int | None = None
 

@@ -129,3 +129,22 @@ async def test_reap_from_many_callers_handles_each_lease_once(board: Board, cloc
             tg.start_soon(reap)
     assert sum(totals) == 20
     assert (await board.stats()).kinds["k"].by_status == {Status.OPEN: 20}
+
+
+async def test_lease_expiry_is_reported_per_kind_by_claim_and_reap(board: Board, clock) -> None:
+    seen: list[tuple[str, int]] = []
+    board.on_lease_expired = lambda kind, n: seen.append((kind, n))
+    await board.post_many([NewItem(kind="a"), NewItem(kind="a"), NewItem(kind="b")])
+    await board.claim("w", ["a", "b"], n=3, lease=1)
+    clock.advance(2)
+    await board.claim("w", ["a"], n=0 + 1, lease=30)  # finds kind a's two expired leases
+    await board.reap()  # and the reaper finds b's
+    assert sorted(seen) == [("a", 2), ("b", 1)]
+
+
+async def test_ready_at_records_when_an_item_became_claimable(board: Board, clock) -> None:
+    item = await board.post("k", delay=5)
+    assert item.ready_at is None
+    clock.advance(6)
+    [claim] = await board.claim("w", ["k"])
+    assert claim.item.ready_at == pytest.approx(clock.now * 1000, abs=2)

@@ -4,14 +4,17 @@
 --   a crashed worker's item comes back as soon as anyone asks for work.
 -- ARGS: {agent, n, lease_ms, kinds = [...]}
 -- Returns a flat array (not JSON, to keep payloads unescaped):
---   {next_due ms or '', id1, kind1, doc1, state1, id2, ...}  |  JSON {needkinds = [...]}.
+--   {next_due ms or '', expired, id1, kind1, doc1, state1, id2, ...}  |  JSON {needkinds = [...]}
+--   where `expired` is "kind=n,kind=n" for leases this call found expired ('' for none).
 -- Each claim gets a fresh fencing token from the board's counter.
 local kinds = ARGS.kinds
 local need = missing_kinds(kinds)
 if need then return reply({needkinds = need}) end
 
+local expired = {}
 for _, k in ipairs(kinds) do
-  expire_leases(k, 100)
+  local n = expire_leases(k, 100)
+  if n > 0 then expired[#expired + 1] = k .. '=' .. n end
   promote_due(k, 1000)
 end
 
@@ -27,7 +30,7 @@ if #kinds > 1 then
   end)
 end
 
-local out = {''}
+local out = {'', table.concat(expired, ',')}
 for i = 1, math.min(ARGS.n, #cands) do
   local id, kind = cands[i][1], cands[i][3]
   redis.call('ZREM', KK[kind].ready, id)

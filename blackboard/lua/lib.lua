@@ -109,7 +109,7 @@ local function make_ready(id, kind, st, status)
   if st.not_before and st.not_before > NOW then
     redis.call('ZADD', kk.delayed, st.not_before, id)
   else
-    st.not_before = nil
+    st.not_before, st.ready_at = nil, NOW
     redis.call('ZADD', kk.ready, score(st), id)
   end
   wake(kk)
@@ -179,6 +179,7 @@ local function kill(id, kind, st, err)
 end
 
 -- Return expired leases of one kind to open (the attempt was counted at claim) or to dead.
+-- Returns how many.
 local function expire_leases(kind, limit)
   local kk = KK[kind]
   local ids = redis.call('ZRANGEBYSCORE', kk.leased, '-inf', NOW, 'LIMIT', 0, limit)
@@ -206,7 +207,7 @@ local function promote_due(kind, limit)
   for _, id in ipairs(ids) do
     redis.call('ZREM', kk.delayed, id)
     local st = get_state(id)
-    st.not_before = nil
+    st.not_before, st.ready_at = nil, NOW
     set_status(id, kind, st, 'open')
     redis.call('ZADD', kk.ready, score(st), id)
     put_state(id, st)

@@ -1,0 +1,83 @@
+"""`Context`: what a handler gets besides its item — the board, seen from one claim.
+
+Posts are collected and written by the completion, in the same atomic step that stores the
+result, so a failed attempt leaves no children behind; their ids derive from the item's id and
+the post's position, so a retried attempt that posts the same things posts each once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import structlog
+
+from blackboard import ids, posting
+from blackboard.agent import AgentSpec
+from blackboard.board import Board
+from blackboard.errors import InvalidInput
+from blackboard.models import Claim, Item, NewItem, Page
+
+
+class Context:
+    """Passed to `handle(item, ctx)`. One per claim."""
+
+    def __init__(self, board: Board, claim: Claim, spec: AgentSpec) -> None:
+        self.board = board
+        self.claim = claim
+        self.spec = spec
+        self.outputs: list[NewItem] = []
+        self.log = structlog.get_logger("blackboard.agent").bind(
+            agent=spec.name, item_id=claim.id, kind=claim.item.kind, root=claim.item.root,
+            board=board.name,
+        )  # fmt: skip
+
+    @property
+    def item(self) -> Item:
+        return self.claim.item
+
+    @property
+    def deadline(self) -> int:
+        """The lease deadline (ms since the epoch) as of the claim; renewed automatically."""
+        return self.claim.deadline
+
+    def may_post(self, kind: str) -> bool:
+        return any(fnmatch.fnmatchcase(kind, p) for p in self.spec.produces)
+
+    async def post(self, kind: str, payload: Any = None, **fields: Any) -> NewItem:
+        """Post a child of this item when the handler returns (atomically with the result).
+
+        Returns the item as it will be posted; its `id` is final, so later posts may name it
+        in `after`. The kind must be one the agent declares in `produces`.
+        """
+        if not self.may_post(kind):
+            raise InvalidInput(
+                "kind",
+                f"agent {self.spec.name!r} may post only {list(self.spec.produces) or 'nothing'}, "
+                f"not {kind!r}",
+            )
+        slot = len(self.outputs)
+        fields.setdefault("id", ids.child_id(self.claim.id, f"o{slot}"))
+        new = posting.new_item("", kind=kind, payload=payload, **fields)
+        # Check now (schema, size, ids) so the handler sees the error where it posted.
+        posting.encode_batch(
+            [new.model_copy(update={"parent": self.claim.id})], self.board.registry,
+            strict=self.board.strict, max_payload_bytes=self.board.max_payload_bytes, actor=None,
+        )  # fmt: skip
+        self.outputs.append(new)
+        return new
+
+    async def get(self, item_id: str) -> Item:
+        return await self.board.get(item_id)
+
+    async def query(self, **filters: Any) -> Page:
+        """`Board.query` (kind, status, root, parent, limit, cursor)."""
+        return await self.board.query(**filters)
+
+    async def dependency_results(self) -> dict[str, Any]:
+        """Results of this item's `after` dependencies, by id (all done when it was opened)."""
+        deps = await self.board.get_many(list(self.item.after))
+        return {d.id: d.result for d in deps if d is not None}
+
+    async def mark(self, item_id: str, strength: float = 1.0) -> float:
+        return await self.board.mark(item_id, strength, actor=self.spec.name)

@@ -1,0 +1,290 @@
+"""The daemon: wiring. One task group owns every long-lived task — signal handling, Redis health,
+the reaper, the presence heartbeat, the plugin watcher, one runner per agent, the HTTP server.
+
+Shutdown order (as in dramatiq's Worker.stop): stop claiming everywhere; let in-flight handlers
+finish within the grace period while heartbeats keep their leases; release what is left; then
+leave the board's presence list and stop. A second signal skips the grace period, but leases
+are still released.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from blackboard import connection, plugins, presence
+from blackboard.agent import Agent
+from blackboard.board import Board
+from blackboard.errors import BlackboardError, InvalidInput
+from blackboard.metrics import Metrics
+from blackboard.models import Status
+from blackboard.presence import AgentInfo, DaemonInfo
+from blackboard.runner import AgentRunner
+from blackboard.settings import Settings
+
+log = structlog.get_logger("blackboard.daemon")
+
+UNFINISHED = (Status.OPEN, Status.CLAIMED, Status.WAITING, Status.FAILED)
+
+
+class _Slot:
+    """A running agent and the plugin it came from."""
+
+    def __init__(self, runner: AgentRunner, source: str) -> None:
+        self.runner, self.source = runner, source
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, agents: Sequence[Agent] = (), until_idle: bool = False) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.id = presence.new_daemon_id()
+        self.started_at = time.time()
+        self.static_agents = list(agents)
+        self.until_idle = until_idle
+        self.slots: dict[str, _Slot] = {}
+        self.plugin_errors: dict[str, str] = {}
+        self.redis_ok = False
+        self.running = False
+        self.http_url: str | None = None
+        self._stop = anyio.Event()
+        self._stopping = False
+        self._tg: TaskGroup | None = None
+        self.board = Board(
+            connection.connect(settings.url), settings.board, url=settings.url, strict=settings.strict,
+            on_redis_error=self._redis_error, on_lease_expired=self._lease_expired,
+        )  # fmt: skip
+
+    @property
+    def ready(self) -> bool:
+        return self.redis_ok and self.running and not self._stopping
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until SIGTERM/SIGINT (or `stop()`), then shut down gracefully."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._signals)
+                await tg.start(self._health)
+                self._load_everything()
+                if self.settings.reload:
+                    tg.start_soon(self._watch)
+                tg.start_soon(self._reaper)
+                tg.start_soon(self._presence)
+                if self.settings.http:
+                    from blackboard.http import serve
+
+                    await tg.start(serve, self)
+                if self.until_idle:
+                    tg.start_soon(self._exit_when_idle)
+                self.running = True
+                log.info("daemon started", daemon=self.id, board=self.settings.board, url=self.board.url,
+                         agents=sorted(self.slots), http=self.http_url)  # fmt: skip
+                task_status.started()
+                await self._stop.wait()
+                await self._shutdown()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await presence.leave(self.board, self.id)
+                except BlackboardError:
+                    pass
+                await self.board.close()
+            log.info("daemon stopped", daemon=self.id)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Skip the grace period: cancel handlers now (their leases are still released)."""
+        self._stop.set()
+        for slot in self.slots.values():
+            slot.runner.abort()
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        log.info("shutting down", grace=self.settings.grace, in_flight=self.in_flight)
+        async with anyio.create_task_group() as tg:
+            for slot in list(self.slots.values()):
+                tg.start_soon(slot.runner.drain, self.settings.grace)
+        for slot in list(self.slots.values()):
+            await slot.runner.done.wait()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if not self._stop.is_set():
+                    log.info("signal received; draining", signal=signal.Signals(signum).name)
+                    self.stop()
+                else:
+                    log.warning("second signal; releasing in-flight work now")
+                    self.abort()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(s.runner.in_flight for s in self.slots.values())
+
+    # -- agents -----------------------------------------------------------------------------
+
+    def _load_everything(self) -> None:
+        if self.static_agents:
+            self.apply(plugins.Plugin("(programmatic)", list(self.static_agents)))
+        if self.settings.entry_points:
+            for plugin in plugins.load_entry_points():
+                self.apply(plugin)
+        for folder in self.settings.agents:
+            for path in plugins.plugin_files(folder):
+                self.apply(plugins.load_file(path))
+
+    def apply(self, plugin: plugins.Plugin) -> None:
+        """Start a plugin's agents, draining the ones its previous version ran."""
+        if plugin.ok:
+            taken = [a.spec.name for a in plugin.agents
+                     if a.spec.name in self.slots and self.slots[a.spec.name].source != plugin.source]  # fmt: skip
+            names = [a.spec.name for a in plugin.agents]
+            if taken:
+                plugin.error = f"agent name already used by another plugin: {', '.join(taken)}"
+            elif len(set(names)) != len(names):
+                plugin.error = "defines two agents with the same name"
+        if not plugin.ok:
+            self.plugin_errors[plugin.source] = plugin.error or ""
+            self.metrics.plugin_errors.labels(Path(plugin.source).name).inc()
+            log.error("plugin not loaded; other agents carry on", plugin=plugin.source, error=plugin.error)
+            return
+        self.plugin_errors.pop(plugin.source, None)
+        self.remove(plugin.source)
+        assert self._tg is not None
+        for agent in plugin.agents:
+            runner = AgentRunner(self.board, agent, self.metrics, sweep=self.settings.sweep)
+            self.slots[agent.spec.name] = _Slot(runner, plugin.source)
+            self._tg.start_soon(runner.run)
+        self.metrics.agents_loaded.set(len(self.slots))
+        log.info("plugin loaded", plugin=plugin.source, agents=[a.spec.name for a in plugin.agents])
+
+    def remove(self, source: str) -> None:
+        """Drain and forget the agents that `source` provided."""
+        assert self._tg is not None
+        for name, slot in list(self.slots.items()):
+            if slot.source == source:
+                del self.slots[name]
+                self._tg.start_soon(slot.runner.drain, self.settings.grace)
+                log.info("agent stopping", agent=name, plugin=source)
+        self.metrics.agents_loaded.set(len(self.slots))
+
+    async def _watch(self) -> None:
+        """Hot reload: a new or changed plugin file (re)starts its agents; a deleted one stops them."""
+        from watchfiles import Change, awatch
+
+        folders = [f for f in self.settings.agents if f.is_dir()]
+        if not folders:
+            return
+        async for changes in awatch(*folders, stop_event=self._stop, debounce=200, step=50):
+            for change, raw in sorted(changes, key=lambda c: c[1]):
+                path = Path(raw)
+                if path.suffix not in plugins.SUFFIXES or path.name.startswith((".", "_")):
+                    continue
+                if change == Change.deleted or not path.exists():
+                    self.plugin_errors.pop(str(path), None)
+                    self.remove(str(path))
+                else:
+                    self.apply(plugins.load_file(path))
+
+    # -- background duties ------------------------------------------------------------------
+
+    async def _health(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Ping Redis every second: readiness follows it; reconnects are counted."""
+        started = False
+        while True:
+            try:
+                with anyio.fail_after(2):
+                    await self.board.redis.ping()
+                if not self.redis_ok:
+                    if started:
+                        self.metrics.reconnects.inc()
+                        log.info("redis reachable again")
+                    await self.board.load_kinds()
+                self.redis_ok = True
+            except Exception as e:  # any failure to reach Redis means unready, never dead
+                if self.redis_ok or not started:
+                    log.warning("redis unreachable; daemon unready", error=str(e) or type(e).__name__)
+                self.redis_ok = False
+            self.metrics.ready.set(1 if self.ready else 0)
+            if not started:
+                started = True
+                task_status.started()
+            await anyio.sleep(1.0)
+
+    async def _reaper(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.reap_interval)
+            try:
+                await self.board.reap()
+            except BlackboardError as e:
+                log.warning("reap failed", error=str(e))
+
+    async def _presence(self) -> None:
+        while True:
+            try:
+                await presence.beat(self.board, self.info())
+                live = [d for d in await presence.daemons(self.board) if d.live]
+                self.metrics.live_daemons.labels(self.settings.board).set(len(live))
+                self.metrics.live_agents.labels(self.settings.board).set(sum(len(d.agents) for d in live))
+                stats = await self.board.stats()
+                for kind, ks in stats.kinds.items():
+                    for status in Status:
+                        self.metrics.items.labels(self.settings.board, kind, status.value).set(ks.by_status.get(status, 0))
+            except BlackboardError as e:
+                log.warning("presence update failed", error=str(e))
+            await anyio.sleep(self.settings.presence_interval)
+
+    def info(self) -> DaemonInfo:
+        return DaemonInfo(
+            id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
+            beat_at=time.time(), ready=self.ready, http=self.http_url, plugin_errors=dict(self.plugin_errors),
+            agents=tuple(
+                AgentInfo(name=n, consumes=s.runner.spec.consumes, produces=s.runner.spec.produces,
+                          concurrency=s.runner.spec.concurrency, in_flight=s.runner.in_flight,
+                          completed=s.runner.completed, source=s.source)
+                for n, s in sorted(self.slots.items())
+            ),
+        )  # fmt: skip
+
+    async def _exit_when_idle(self) -> None:
+        """For demos and batch runs: stop once the board has items and none is unfinished."""
+        cursor = await self.board.last_event_id()
+        while True:
+            _, cursor = await self.board.read_events(cursor, block=1.0)
+            stats = await self.board.stats()
+            if stats.kinds and not any(stats.total(s) for s in UNFINISHED):
+                log.info("board idle; stopping")
+                self.stop()
+                return
+
+    # -- metric hooks -----------------------------------------------------------------------
+
+    def _redis_error(self, error: BaseException) -> None:
+        self.metrics.redis_errors.inc()
+
+    def _lease_expired(self, kind: str, n: int) -> None:
+        self.metrics.lease_expired.labels(kind).inc(n)
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to serve the API beyond loopback without a token."""
+    loopback = settings.host in ("127.0.0.1", "localhost", "::1")
+    if settings.http and not loopback and settings.api_token is None:
+        raise InvalidInput(
+            "host", f"binding to {settings.host} needs an API token (BLACKBOARD_API_TOKEN or --api-token)"
+        )

@@ -1,0 +1,268 @@
+"""The daemon's HTTP API (Starlette, served by uvicorn inside the daemon's task group).
+
+    POST /v1/items                 post an item (JSON body: kind, payload, priority, parent, ...)
+    GET  /v1/items                 query: ?kind=&status=&root=&parent=&limit=&cursor=
+    GET  /v1/items/{id}            one item
+    POST /v1/items/{id}/cancel     cancel it and its unfinished descendants
+    GET  /v1/goals/{id}/tree       the lineage tree
+    GET  /v1/events                server-sent events: ?since=&root=
+    GET  /v1/stats, /v1/agents     board counts; live daemons and their agents
+    GET  /metrics                  Prometheus exposition
+    GET  /healthz, /readyz         alive; ready (Redis reachable, agents running)
+    GET  /openapi.json             this API's OpenAPI document
+
+Errors are JSON `{"error": {"type", "field", "message"}}` with a 4xx status. With an API token
+configured every /v1 route needs `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import uvicorn
+from anyio.abc import TaskStatus
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.schemas import SchemaGenerator
+
+from blackboard import posting, presence
+from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
+from blackboard.models import TreeNode
+
+if TYPE_CHECKING:
+    from blackboard.daemon import Daemon
+
+MAX_BODY = 2 << 20
+POST_FIELDS = ("priority", "parent", "after", "delay", "not_before", "max_attempts", "idempotency_key", "tags")
+
+schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "blackboard", "version": "1"}})
+
+
+def error(status: int, kind: str, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "field": field, "message": message}}, status_code=status)
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, InvalidInput):
+        return error(422, type(exc).__name__, str(exc), exc.field)
+    if isinstance(exc, ItemNotFound):
+        return error(404, "ItemNotFound", str(exc))
+    if isinstance(exc, InvalidState):
+        return error(409, "InvalidState", str(exc))
+    if isinstance(exc, HTTPException):
+        return error(exc.status_code, "HTTPException", str(exc.detail))
+    return error(503, type(exc).__name__, str(exc))  # BoardUnavailable and the like
+
+
+def daemon_of(request: Request) -> Daemon:
+    return request.app.state.daemon  # type: ignore[no-any-return]
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise InvalidInput("body", f"over {MAX_BODY} bytes")
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as e:
+        raise InvalidInput("body", f"expected JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("body", "expected a JSON object")
+    return data
+
+
+async def post_item(request: Request) -> Response:
+    """
+    summary: Post an item
+    requestBody: {content: {application/json: {schema: {type: object, required: [kind]}}}}
+    responses: {201: {description: the item as stored}, 422: {description: bad input}}
+    """
+    d = daemon_of(request)
+    data = await read_json(request)
+    unknown = set(data) - {"kind", "payload", *POST_FIELDS}
+    if unknown:
+        raise InvalidInput(sorted(unknown)[0], f"unknown field; expected kind, payload, {', '.join(POST_FIELDS)}")
+    if "kind" not in data:
+        raise InvalidInput("kind", "required")
+    item = await d.board.post(data["kind"], data.get("payload"), actor="http",
+                              **{k: data[k] for k in POST_FIELDS if k in data})  # fmt: skip
+    d.metrics.posted.labels(item.kind).inc()
+    return JSONResponse(item.model_dump(mode="json"), status_code=201)
+
+
+async def get_item(request: Request) -> Response:
+    """
+    summary: Get one item
+    responses: {200: {description: the item}, 404: {description: no such item}}
+    """
+    posting.check_id(request.path_params["id"], "id")
+    item = await daemon_of(request).board.get(request.path_params["id"])
+    return JSONResponse(item.model_dump(mode="json"))
+
+
+async def list_items(request: Request) -> Response:
+    """
+    summary: Query items (kind, status, root, parent, limit, cursor)
+    responses: {200: {description: "a page: {items, cursor}"}}
+    """
+    q = request.query_params
+    unknown = set(q) - {"kind", "status", "root", "parent", "limit", "cursor"}
+    if unknown:
+        raise InvalidInput(sorted(unknown)[0], "unknown query parameter")
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise InvalidInput("limit", f"expected an integer, got {q['limit']!r}") from None
+    page = await daemon_of(request).board.query(
+        kind=q.get("kind"), status=q.get("status"), root=q.get("root"), parent=q.get("parent"),
+        limit=limit, cursor=q.get("cursor"),
+    )  # fmt: skip
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+async def cancel_item(request: Request) -> Response:
+    """
+    summary: Cancel an item and its unfinished descendants
+    responses: {200: {description: how many were cancelled}, 404: {description: no such item}}
+    """
+    n = await daemon_of(request).board.cancel(request.path_params["id"], "cancelled over HTTP", actor="http")
+    return JSONResponse({"cancelled": n})
+
+
+def tree_json(node: TreeNode) -> dict[str, Any]:
+    return {"item": node.item.model_dump(mode="json"), "children": [tree_json(c) for c in node.children]}
+
+
+async def goal_tree(request: Request) -> Response:
+    """
+    summary: A goal's lineage tree
+    responses: {200: {description: "{item, children: [...]}"}, 404: {description: no such item}}
+    """
+    posting.check_id(request.path_params["id"], "id")
+    return JSONResponse(tree_json(await daemon_of(request).board.tree(request.path_params["id"])))
+
+
+async def events(request: Request) -> Response:
+    """
+    summary: Server-sent events, one per state change (?since=cursor&root=goal)
+    responses: {200: {description: text/event-stream}}
+    """
+    board = daemon_of(request).board
+    since = request.query_params.get("since") or await board.last_event_id()
+    root = request.query_params.get("root")
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        async for ev in board.events(since, root=root):
+            yield {"id": ev.cursor, "event": ev.type, "data": ev.model_dump_json()}
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+async def stats(request: Request) -> Response:
+    """
+    summary: Counts by kind and status
+    responses: {200: {description: stats}}
+    """
+    return JSONResponse((await daemon_of(request).board.stats()).model_dump(mode="json"))
+
+
+async def agents(request: Request) -> Response:
+    """
+    summary: Daemons on the board and their agents (live and dead)
+    responses: {200: {description: daemons}}
+    """
+    found = await presence.daemons(daemon_of(request).board)
+    return JSONResponse([d.model_dump(mode="json") for d in found])
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(daemon_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "alive", "daemon": daemon_of(request).id})
+
+
+async def readyz(request: Request) -> Response:
+    d = daemon_of(request)
+    body = {"ready": d.ready, "redis": d.redis_ok, "agents": len(d.slots)}
+    return JSONResponse(body, status_code=200 if d.ready else 503)
+
+
+async def openapi(request: Request) -> Response:
+    return schemas.OpenAPIResponse(request)
+
+
+class TokenAuth(BaseHTTPMiddleware):
+    """Bearer-token check for /v1 routes (health, readiness and metrics stay open for probes)."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        super().__init__(app)
+        self.expected = f"Bearer {token}".encode()
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "").encode()
+            if not secrets.compare_digest(given, self.expected):
+                return error(401, "Unauthorized", "missing or wrong bearer token")
+        return await call_next(request)
+
+
+def create_app(daemon: Daemon) -> Starlette:
+    token = daemon.settings.api_token
+    middleware = [Middleware(TokenAuth, token=token.get_secret_value())] if token else []
+    app = Starlette(
+        routes=[
+            Route("/v1/items", post_item, methods=["POST"]),
+            Route("/v1/items", list_items, methods=["GET"]),
+            Route("/v1/items/{id}", get_item, methods=["GET"]),
+            Route("/v1/items/{id}/cancel", cancel_item, methods=["POST"]),
+            Route("/v1/goals/{id}/tree", goal_tree, methods=["GET"]),
+            Route("/v1/events", events, methods=["GET"]),
+            Route("/v1/stats", stats, methods=["GET"]),
+            Route("/v1/agents", agents, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        ],
+        middleware=middleware,
+        exception_handlers={BlackboardError: on_error, HTTPException: on_error},
+    )
+    app.state.daemon = daemon
+    return app
+
+
+class _Server(uvicorn.Server):
+    def capture_signals(self) -> Any:  # the daemon owns signals
+        return nullcontext()
+
+
+async def serve(daemon: Daemon, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Serve the API until cancelled; reports started once the socket is bound."""
+    s = daemon.settings
+    sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((s.host, s.port))  # fails here, at startup, if the port is taken
+    host, port = sock.getsockname()[:2]
+    daemon.http_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    config = uvicorn.Config(create_app(daemon), log_config=None, access_log=False, lifespan="off")
+    server = _Server(config)
+    task_status.started()
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()

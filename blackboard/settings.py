@@ -1,0 +1,71 @@
+"""Daemon configuration: flags, then `BLACKBOARD_*` environment variables, then `blackboard.toml`.
+
+One pydantic-settings model holds every knob, so `blackboard run --help`, the environment and
+the config file all describe the same fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from blackboard.keys import check_board_name
+
+CONFIG_FILE = "blackboard.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BLACKBOARD_", toml_file=CONFIG_FILE, extra="forbid", validate_default=True
+    )
+
+    url: str = Field("memory://", description="Board URL: memory://, redis://host:6379, redis+cluster://...")
+    board: str = Field("default", description="Board name (a namespace in Redis).")
+    agents: list[Path] = Field(default_factory=lambda: [Path("agents")], description="Agent plugin folders.")
+    entry_points: bool = Field(True, description="Also load agents from the 'blackboard.agents' entry points.")
+    reload: bool = Field(True, description="Watch agent folders and hot-reload changed plugins.")
+    grace: float = Field(30.0, ge=0, description="Seconds in-flight handlers get to finish on shutdown.")
+    host: str = Field("127.0.0.1", description="HTTP bind address; any other than loopback needs an API token.")
+    port: int = Field(8420, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    http: bool = Field(True, description="Serve the HTTP API, /metrics and health checks.")
+    api_token: SecretStr | None = Field(None, description="Bearer token for the HTTP API.")
+    reap_interval: float = Field(5.0, gt=0, description="Seconds between reaper sweeps.")
+    sweep: float = Field(5.0, gt=0, description="Longest an idle agent blocks before looking again.")
+    presence_interval: float = Field(2.0, gt=0, description="Seconds between daemon heartbeats in Redis.")
+    strict: bool = Field(False, description="Reject kinds with no registered schema.")
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else JSON.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @field_validator("board")
+    @classmethod
+    def _board(cls, v: str) -> str:
+        return check_board_name(v)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (passed as init kwargs) win over the environment, which wins over the file.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config: Path | None = None, **flags: object) -> Settings:
+    """Settings from flags (None = not given), the environment, and `config` (default
+    ./blackboard.toml when it exists)."""
+    cls: type[Settings] = Settings
+    if config is not None:
+        cls = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config}})
+    return cls(**{k: v for k, v in flags.items() if v is not None})
