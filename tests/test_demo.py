@@ -1,66 +1,55 @@
-"""The scripted demo and the CLI around it."""
+"""The README's demo: the daemon with the stock agents, through the CLI runner and as a process."""
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 from blackboard.cli import app
-from blackboard.demo import run_demo
-from blackboard.models import Status
 
-pytestmark = pytest.mark.anyio
-
-
-def write_files(tmp_path: Path) -> list[Path]:
-    a = tmp_path / "a.txt"
-    a.write_text("Leases fence writes. Leases expire; fencing tokens grow. tokens tokens tokens")
-    b = tmp_path / "b.txt"
-    b.write_text("Agents claim items; agents never message agents.")
-    return [a, b]
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.mark.timeout(60)
-async def test_demo_fans_out_and_joins_through_the_board(board_url: str, tmp_path: Path) -> None:
-    buffer = io.StringIO()
-    final = await run_demo(board_url, write_files(tmp_path), Console(file=buffer, width=120), top=3)
-    assert final.status is Status.DONE
-    assert final.result["top"] == [["tokens", 4], ["agents", 3], ["leases", 2]]
-    assert final.result["files"] == 2 and len(final.after) == 2
-    out = buffer.getvalue()
-    assert out.count("claimed   wordcount.map") == 2 and "opened    wordcount.reduce" in out
-    assert re.search(r"claimed\s+wordcount.reduce\s+\w+ by reducer", out)
-    assert "most frequent" in out
-
-
-@pytest.mark.timeout(60)
-def test_cli_demo_runs_and_reports(tmp_path: Path) -> None:
-    files = [str(p) for p in write_files(tmp_path)]
-    result = CliRunner().invoke(app, ["demo", *files, "--top", "2"])
+def test_demo_fans_out_joins_and_exits_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(app, ["run", "--demo", "--until-idle", "--port", "0", "--log-level", "warning"])
     assert result.exit_code == 0, result.output
-    assert "tokens" in result.output and "wordcount.reduce" in result.output
-
-
-def test_cli_demo_rejects_missing_files() -> None:
-    result = CliRunner().invoke(app, ["demo", "no/such/file.txt"])
-    assert result.exit_code == 2 and "not a file: no/such/file.txt" in result.output
+    out = result.output
+    files = 1 + len(list((ROOT / "docs").glob("*.md")))
+    assert len(re.findall(r"claimed\s+wordcount\.map\s+\S+ by mapper", out)) == files
+    # the join opens only after every map item is done
+    lines = out.splitlines()
+    opened = next(i for i, line in enumerate(lines) if re.search(r"opened\s+wordcount\.reduce", line))
+    assert max(i for i, line in enumerate(lines) if re.search(r"done\s+wordcount\.map", line)) < opened
+    assert re.search(r"done\s+wordcount\.reduce", out)
+    assert "most frequent words" in out and "board" in out
 
 
 @pytest.mark.timeout(60)
-def test_console_script_runs_as_a_subprocess(tmp_path: Path) -> None:
-    files = [str(p) for p in write_files(tmp_path)]
+def test_demo_as_a_subprocess_in_a_fresh_folder(tmp_path: Path) -> None:
+    # Run from a copy of the stock agents and docs, as a user's checkout would.
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "wordcount.py").write_text((ROOT / "agents" / "wordcount.py").read_text())
+    (tmp_path / "README.md").write_text("Leases fence writes. Leases expire. Tokens tokens tokens tokens.")
     out = subprocess.run(
-        [sys.executable, "-m", "blackboard", "demo", *files], capture_output=True, text=True, timeout=50
-    )
+        [sys.executable, "-m", "blackboard", "run", "--demo", "--until-idle", "--port", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "most frequent" in out.stdout
+    assert re.search(r"tokens\s+│\s+4", out.stdout) and re.search(r"leases\s+│\s+2", out.stdout)
+    assert '"event": "daemon stopped"' in out.stderr  # JSON logs when not on a TTY
+
+
+def test_demo_without_stock_agents_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--demo", "--until-idle", "--port", "0", "--no-reload"])
+    assert "--demo needs the stock agents" in result.output
 
 
 def test_version() -> None:

@@ -1,0 +1,60 @@
+"""`blackboard init`: a new project folder, shaped like this repo (config, agents/, policies/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIG = """\
+# blackboard daemon settings. Flags and BLACKBOARD_* environment variables override these.
+url = "memory://"          # redis://127.0.0.1:6379 for a shared, durable board
+board = "default"
+agents = ["agents"]
+grace = 30.0               # seconds in-flight work gets to finish on SIGTERM
+host = "127.0.0.1"
+port = 8420
+"""
+
+EXAMPLE_AGENT = '''\
+"""An example agent: greets whoever a `hello.request` names, and posts a follow-up item.
+
+Try it: blackboard run, then in another terminal
+    curl -s -XPOST localhost:8420/v1/items -d '{"kind": "hello.request", "payload": {"name": "Ada"}}'
+"""
+
+from blackboard import Item
+from blackboard.agent import agent
+from blackboard.context import Context
+
+
+@agent(name="greeter", consumes=["hello.request"], produces=["hello.note"], concurrency=4)
+async def greet(item: Item, ctx: Context) -> dict[str, str]:
+    """Answer a hello.request."""
+    name = item.payload.get("name", "world")
+    await ctx.post("hello.note", {"text": f"greeted {name}"})
+    ctx.log.info("greeted", name=name)
+    return {"greeting": f"Hello, {name}!"}
+
+
+@agent(name="notetaker", consumes=["hello.note"])
+async def note(item: Item, ctx: Context) -> str:
+    """Acknowledge a note."""
+    return "noted: " + item.payload["text"]
+'''
+
+POLICIES_README = "# policies\n\nPolicy files for this project's board go here.\n"
+
+
+def scaffold(directory: Path) -> list[Path]:
+    """Write the project files; refuses (FileExistsError) to overwrite any of them."""
+    files = {
+        directory / "blackboard.toml": CONFIG,
+        directory / "agents" / "hello.py": EXAMPLE_AGENT,
+        directory / "policies" / "README.md": POLICIES_README,
+    }
+    for path in files:
+        if path.exists():
+            raise FileExistsError(str(path))
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return list(files)
