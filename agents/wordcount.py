@@ -13,9 +13,7 @@ from typing import Any
 
 import anyio
 
-from blackboard import Item
-from blackboard.agent import agent
-from blackboard.context import Context
+from blackboard import Context, Item, agent
 
 WORD_RE = re.compile(r"[a-z][a-z'-]{3,}")
 STOPWORDS = frozenset(

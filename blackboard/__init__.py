@@ -1,7 +1,9 @@
 """blackboard: a runtime for multi-agent systems that coordinate through a shared Redis board."""
 
+from blackboard.agents import Agent, AgentSpec, Retry, agent
 from blackboard.backoff import Backoff
 from blackboard.board import Board
+from blackboard.context import Context
 from blackboard.errors import (
     BlackboardError,
     BoardUnavailable,
@@ -36,6 +38,12 @@ __all__ = [
     # the board
     "Board",
     "Backoff",
+    # agents
+    "Agent",
+    "AgentSpec",
+    "agent",
+    "Context",
+    "Retry",
     # data
     "Item",
     "NewItem",

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from blackboard import ids, posting
-from blackboard.agent import AgentSpec
+from blackboard.agents import AgentSpec
 from blackboard.board import Board
 from blackboard.errors import InvalidInput
 from blackboard.models import Claim, Item, NewItem, Page

@@ -21,7 +21,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from blackboard import connection, plugins, presence
-from blackboard.agent import Agent
+from blackboard.agents import Agent
 from blackboard.board import Board
 from blackboard.errors import BlackboardError, InvalidInput
 from blackboard.metrics import Metrics

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from blackboard.agent import Agent, FunctionAgent, spec_from
+from blackboard.agents import Agent, FunctionAgent, spec_from
 from blackboard.errors import InvalidInput
 
 ENTRY_POINT_GROUP = "blackboard.agents"

@@ -16,7 +16,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from blackboard.agent import Agent, Retry
+from blackboard.agents import Agent, Retry
 from blackboard.board import Board
 from blackboard.context import Context
 from blackboard.errors import BlackboardError, BoardUnavailable, LeaseLost

@@ -21,9 +21,7 @@ Try it: blackboard run, then in another terminal
     curl -s -XPOST localhost:8420/v1/items -d '{"kind": "hello.request", "payload": {"name": "Ada"}}'
 """
 
-from blackboard import Item
-from blackboard.agent import agent
-from blackboard.context import Context
+from blackboard import Context, Item, agent
 
 
 @agent(name="greeter", consumes=["hello.request"], produces=["hello.note"], concurrency=4)
