@@ -67,6 +67,9 @@ def spec_from(fields: dict[str, Any], where: str) -> AgentSpec:
         return AgentSpec.model_validate(fields)
     except ValidationError as e:
         err = e.errors()[0]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, InvalidInput):  # raised by a validator below; keep its exact field
+            raise InvalidInput(f"{where}.{cause.field}", cause.problem) from None
         loc = ".".join(str(p) for p in err["loc"])
         raise InvalidInput(f"{where}.{loc}" if loc else where, err["msg"]) from None
     except InvalidInput as e:
