@@ -33,6 +33,9 @@ class Metrics:
             "blackboard_lease_expirations", "Expired leases returned to open or dead by this daemon.", ["kind"],
             registry=r,
         )  # fmt: skip
+        self.reclaims = Counter(
+            "blackboard_reclaims", "Claims of items whose previous lease had expired.", ["kind"], registry=r
+        )
         self.handler_seconds = Histogram(
             "blackboard_handler_duration_seconds", "Handler run time.", ka, buckets=HANDLER_BUCKETS, registry=r
         )

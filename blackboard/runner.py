@@ -130,6 +130,8 @@ class AgentRunner:
     def _count_claim(self, claim: Claim) -> None:
         item = claim.item
         self.metrics.claimed.labels(item.kind, self.spec.name).inc()
+        if item.attempts > 1 and (item.error or "").startswith("lease expired"):
+            self.metrics.reclaims.labels(item.kind).inc()
         if item.claimed_at and item.ready_at:
             self.metrics.pickup_seconds.labels(item.kind).observe(max(0, item.claimed_at - item.ready_at) / 1000)
 

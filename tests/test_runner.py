@@ -193,3 +193,39 @@ async def test_cancelled_item_stops_its_handler(live_board: Board, run: Any) -> 
     with anyio.fail_after(5):
         await stopped.wait()  # the next heartbeat saw the lease was gone
     assert (await live_board.get(item.id)).status is Status.CANCELLED
+
+
+async def test_two_agents_on_one_kind_share_the_work(live_board: Board, run: Any) -> None:
+    gate = anyio.Event()
+
+    def make(name: str) -> Agent:
+        @agent(name=name, consumes=["shared"], concurrency=2)
+        async def worker(item: Item, ctx: Context) -> str:
+            await gate.wait()  # hold each claim until both agents have some
+            return name
+
+        return worker
+
+    run(make("left"))
+    run(make("right"))
+    posted = await live_board.post_many([NewItem(kind="shared") for _ in range(4)])
+    await until(lambda: _all_claimed(live_board, *(p.id for p in posted)))
+    gate.set()
+    await until(lambda: settled(live_board, *(p.id for p in posted)))
+    done_by = [i.handled_by for i in await live_board.get_many([p.id for p in posted]) if i]
+    assert sorted(done_by) == ["left", "left", "right", "right"]
+
+
+async def test_reclaim_after_an_expired_lease_is_counted(live_board: Board, run: Any) -> None:
+    item = await live_board.post("orphan")
+    await live_board.claim("crashed-worker", ["orphan"], lease=0.05)  # and never comes back
+
+    @agent(consumes=["orphan"])
+    async def rescuer(item: Item, ctx: Context) -> str:
+        return "rescued"
+
+    runner = run(rescuer)
+    await until(lambda: settled(live_board, item.id))
+    got = await live_board.get(item.id)
+    assert got.result == "rescued" and got.attempts == 2 and got.handled_by == "rescuer"
+    assert runner.metrics.reclaims.labels("orphan")._value.get() == 1
