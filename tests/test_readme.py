@@ -22,3 +22,16 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "test-command" in ci
     marked = re.search(r"<!-- test-command -->\n```sh\n(.+?)\n```\n<!-- /test-command -->", README, re.S)
     assert marked and "pytest" in marked.group(1)
+
+
+def test_readme_documents_every_setting_and_metric() -> None:
+    from blackboard.metrics import Metrics
+    from blackboard.settings import Settings
+
+    for name in Settings.model_fields:
+        assert f"BLACKBOARD_{name.upper()}" in README, f"setting {name} missing from README"
+    for attr, metric in vars(Metrics()).items():
+        if attr != "registry":
+            family = next(iter(metric.collect()))
+            suffix = "_total" if family.type == "counter" else ""
+            assert f"`{family.name}{suffix}`" in README, f"metric {family.name} missing from README"
