@@ -7,7 +7,7 @@ the config file all describe the same fields.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
 
-def load_settings(config: Path | None = None, **flags: object) -> Settings:
+def load_settings(config: Path | None = None, **flags: Any) -> Settings:
     """Settings from flags (None = not given), the environment, and `config` (default
     ./blackboard.toml when it exists)."""
     cls: type[Settings] = Settings
