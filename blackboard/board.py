@@ -34,6 +34,7 @@ from blackboard.kinds import KindRegistry, Schema
 from blackboard.models import Claim, Item, NewItem, Status
 from blackboard.reading import BoardReader
 from blackboard.scripts import Scripts
+from blackboard.waker import Waker
 
 T = TypeVar("T")
 Outcome = list[Item] | BaseException
@@ -79,6 +80,7 @@ class Board(BoardReader):
         self.on_lease_expired = on_lease_expired
         self.redis = client
         self._scripts = Scripts.register(client)
+        self.waker = Waker(self)
 
     @classmethod
     async def connect(cls, url: str = "memory://", board: str = "default", **options: Any) -> Board:
@@ -98,7 +100,7 @@ class Board(BoardReader):
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+    async def retrying(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run `op`, retrying connection errors with capped exponential backoff."""
         deadline = time.monotonic() + self.reconnect_timeout
         delay = 0.02
@@ -129,7 +131,7 @@ class Board(BoardReader):
                 ctx["actor"] = actor
             keys = [*self.keys.fixed, *(k for kind in wanted for k in self.keys.kind_keys(kind))]
             argv = [json.dumps(ctx), json.dumps(args)]
-            raw = await self._retrying(lambda: script(keys=keys, args=argv))  # noqa: B023
+            raw = await self.retrying(lambda: script(keys=keys, args=argv))  # noqa: B023
             if isinstance(raw, list):
                 return raw
             out = json.loads(raw)
@@ -147,11 +149,11 @@ class Board(BoardReader):
         """
         json_schema = self.registry.register(kind, schema)
         text = json.dumps(json_schema)
-        await self._retrying(lambda: self.redis.hset(self.keys.schemas, kind, text))
+        await self.retrying(lambda: self.redis.hset(self.keys.schemas, kind, text))
 
     async def load_kinds(self) -> None:
         """Adopt the kind schemas stored on the board (keeps locally registered models)."""
-        stored = await self._retrying(lambda: self.redis.hgetall(self.keys.schemas))
+        stored = await self.retrying(lambda: self.redis.hgetall(self.keys.schemas))
         for k, v in stored.items():
             name = k.decode()
             if name not in self.registry:
@@ -159,7 +161,7 @@ class Board(BoardReader):
 
     async def kinds(self) -> list[str]:
         """Every kind ever posted to this board."""
-        raw = await self._retrying(lambda: self.redis.smembers(self.keys.kinds))
+        raw = await self.retrying(lambda: self.redis.smembers(self.keys.kinds))
         return sorted(k.decode() for k in raw)
 
     async def expand_kinds(self, patterns: Sequence[str]) -> list[str]:
@@ -238,15 +240,12 @@ class Board(BoardReader):
         """Block until a post (or a due retry) may have made work for `kinds`, or `timeout`.
 
         True when woken by a signal. Wake-ups are a hint: claim afterwards and expect nothing.
+        All waiters on this handle share one blocking Redis read (see `blackboard.waker`).
         """
         names = await self.expand_kinds(kinds)
         if not names or timeout <= 0:
             return False
-        wait = min(timeout, connection.MAX_BLOCK)
-        got = await self._retrying(
-            lambda: self.redis.blpop([self.keys.wake(k) for k in names], timeout=wait)
-        )
-        return got is not None
+        return await self.waker.wait(names, min(timeout, connection.MAX_BLOCK))
 
     async def heartbeat(self, claims: Sequence[Claim], lease: float = 30.0) -> list[Claim | LeaseLost]:
         """Extend the leases of `claims`; a claim no longer held comes back as `LeaseLost`."""
@@ -283,11 +282,13 @@ class Board(BoardReader):
         """Complete many claims in one step; each gets its outputs or its own exception."""
         done, kinds_used = [], []
         for i, (claim, result, outputs) in enumerate(batch):
-            outs = posting.with_ids([self._as_new(o) for o in outputs], parent=claim.id)
-            specs = posting.encode_batch(
-                outs, self.registry, strict=self.strict,
-                max_payload_bytes=self.max_payload_bytes, actor=claim.agent, field="outputs",
-            )  # fmt: skip
+            specs: list[dict[str, Any]] = []
+            if outputs:
+                outs = posting.with_ids([self._as_new(o) for o in outputs], parent=claim.id)
+                specs = posting.encode_batch(
+                    outs, self.registry, strict=self.strict,
+                    max_payload_bytes=self.max_payload_bytes, actor=claim.agent, field="outputs",
+                )  # fmt: skip
             done.append({
                 "id": claim.id, "token": claim.token, "outputs": specs,
                 "result": dumps(result, "result" if len(batch) == 1 else f"batch[{i}].result"),

@@ -57,16 +57,16 @@ def key(board: Board) -> str:
 
 async def beat(board: Board, info: DaemonInfo) -> None:
     text = info.model_dump_json()
-    await board._retrying(lambda: board.redis.hset(key(board), info.id, text))
+    await board.retrying(lambda: board.redis.hset(key(board), info.id, text))
 
 
 async def leave(board: Board, daemon_id: str) -> None:
-    await board._retrying(lambda: board.redis.hdel(key(board), daemon_id))
+    await board.retrying(lambda: board.redis.hdel(key(board), daemon_id))
 
 
 async def daemons(board: Board, stale_after: float = 10.0) -> list[DaemonInfo]:
     """Every daemon on the board, live or dead (by heartbeat age), newest first."""
-    raw: dict[bytes, bytes] = await board._retrying(lambda: board.redis.hgetall(key(board)))
+    raw: dict[bytes, bytes] = await board.retrying(lambda: board.redis.hgetall(key(board)))
     now, out, prune = time.time(), [], []
     for field, value in raw.items():
         data: dict[str, Any] = json.loads(value)
@@ -76,5 +76,5 @@ async def daemons(board: Board, stale_after: float = 10.0) -> list[DaemonInfo]:
             continue
         out.append(DaemonInfo.model_validate({**data, "live": age <= stale_after}))
     if prune:
-        await board._retrying(lambda: board.redis.hdel(key(board), *prune))
+        await board.retrying(lambda: board.redis.hdel(key(board), *prune))
     return sorted(out, key=lambda d: (not d.live, -d.beat_at))

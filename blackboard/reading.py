@@ -46,7 +46,7 @@ class BoardReader:
     name: str
     redis: Any
     keys: Keyspace
-    _retrying: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+    retrying: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
     async def get(self, item_id: str) -> Item:
         """The item with `item_id`, or `ItemNotFound`."""
@@ -67,7 +67,7 @@ class BoardReader:
                     pipe.hmget(key, list(ids))
                 return list(await pipe.execute())
 
-        kind, docs, states, results = await self._retrying(read)
+        kind, docs, states, results = await self.retrying(read)
         return [
             decode_item(i, kind[n], docs[n], states[n], results[n]) if kind[n] is not None else None
             for n, i in enumerate(ids)
@@ -122,7 +122,7 @@ class BoardReader:
             lo = b"(" + cursor.encode() if cursor and cursor.startswith(p) else b"[" + p.encode()
             hi = b"[" + p.encode() + b"\xff"
             want = limit - len(out)
-            got = await self._retrying(lambda: self.redis.zrangebylex(key, lo, hi, 0, want))  # noqa: B023
+            got = await self.retrying(lambda: self.redis.zrangebylex(key, lo, hi, 0, want))  # noqa: B023
             out += [m.decode() for m in got]
             if len(out) >= limit:
                 return out, out[-1]
@@ -155,7 +155,7 @@ class BoardReader:
 
     async def stats(self) -> Stats:
         """Counts by kind and status, and the sizes of each kind's claim indexes."""
-        counts = await self._retrying(lambda: self.redis.hgetall(self.keys.counts))
+        counts = await self.retrying(lambda: self.redis.hgetall(self.keys.counts))
         by_kind: dict[str, dict[Status, int]] = {}
         for field, n in counts.items():
             kind, _, status = field.decode().rpartition("|")
@@ -172,7 +172,7 @@ class BoardReader:
                     pipe.zcard(leased)
                 return list(await pipe.execute())
 
-        z = await self._retrying(sizes) if names else []
+        z = await self.retrying(sizes) if names else []
         out = {
             k: KindStats(kind=k, by_status=by_kind[k], ready=z[3 * i], delayed=z[3 * i + 1], leased=z[3 * i + 2])
             for i, k in enumerate(names)
@@ -182,13 +182,13 @@ class BoardReader:
 
     async def last_event_id(self) -> str:
         """The newest event's cursor ('0-0' when there is none): read events after it."""
-        got = await self._retrying(lambda: self.redis.xrevrange(self.keys.events, count=1))
+        got = await self.retrying(lambda: self.redis.xrevrange(self.keys.events, count=1))
         return got[0][0].decode() if got else "0-0"
 
     async def read_events(self, cursor: str, block: float = 0, count: int = 1000) -> tuple[list[Event], str]:
         """Events after `cursor`, waiting up to `block` seconds for the first. Returns the new cursor."""
         ms = int(min(block, connection.MAX_BLOCK) * 1000)
-        got = await self._retrying(
+        got = await self.retrying(
             lambda: self.redis.xread({self.keys.events: cursor}, count=count, block=ms or None)
         )
         events = []

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from blackboard import Board
 from tests.support import redis_server
@@ -20,6 +21,13 @@ _names = itertools.count()
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """A test that configures logging (e.g. by running the CLI) must not leak it to the next."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

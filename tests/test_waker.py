@@ -1,0 +1,90 @@
+"""Wake-ups: one blocking read per board handle serves every idle waiter."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from blackboard import Board
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+async def test_many_waiters_leave_the_board_usable_and_all_wake(live_board: Board) -> None:
+    board = live_board
+    woke: list[int] = []
+
+    async def waiter(n: int) -> None:
+        if await board.wait_for_work(["many"], timeout=15):
+            woke.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(300):  # more than redis-py's default pool of 100 connections
+            tg.start_soon(waiter, n)
+        await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(5):  # commands still get a connection
+            await board.post("many")
+    assert sorted(woke) == list(range(300))
+
+
+async def test_waiters_use_one_blocking_connection(redis_url: str) -> None:
+    from tests.conftest import unique_board
+
+    board = await Board.connect(redis_url, board=unique_board())
+    try:
+        before = len(await board.redis.client_list())
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(board.wait_for_work, ["conn.count"], 3)
+            await anyio.wait_all_tasks_blocked()
+            during = len(await board.redis.client_list())
+            await board.post("conn.count")
+        assert during - before <= 2  # the leader's BLPOP and the CLIENT LIST call itself
+    finally:
+        await board.close()
+
+
+async def test_a_new_kind_interrupts_the_running_read(live_board: Board) -> None:
+    board = live_board
+    took: list[float] = []
+
+    async def late_waiter() -> None:
+        start = time.monotonic()
+        assert await board.wait_for_work(["second"], timeout=10)
+        took.append(time.monotonic() - start)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(board.wait_for_work, ["first"], 5)  # becomes the leader, blocking on "first"
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(late_waiter)
+        await anyio.wait_all_tasks_blocked()
+        await board.post("second")
+        with anyio.fail_after(5):
+            while not took:
+                await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
+    assert took[0] < 0.5  # well under the leader's 1 s block
+
+
+async def test_a_post_before_anyone_waits_wakes_the_next_waiter_at_once(live_board: Board) -> None:
+    await live_board.post("early")  # the wake token waits in Redis
+    start = time.monotonic()
+    assert await live_board.wait_for_work(["early"], timeout=5)
+    assert time.monotonic() - start < 0.5
+
+
+async def test_a_token_read_for_nobody_is_kept_for_the_next_waiter(live_board: Board) -> None:
+    waker = live_board.waker
+    waker._deliver(live_board.keys.wake("orphaned"))  # the leader read it; its waiter had gone
+    assert waker.pending == {"orphaned"}
+    start = time.monotonic()
+    assert await live_board.wait_for_work(["orphaned"], timeout=5)
+    assert time.monotonic() - start < 0.1 and waker.pending == set()
+
+
+async def test_timeout_without_a_signal(live_board: Board) -> None:
+    start = time.monotonic()
+    assert await live_board.wait_for_work(["silent"], timeout=0.3) is False
+    assert 0.25 < time.monotonic() - start < 2
