@@ -74,7 +74,10 @@ def _import_file(path: Path) -> ModuleType:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # replaced on reload
-    spec.loader.exec_module(module)
+    # Compile the file as it is now: a cached .pyc is trusted by (mtime, size), so a changed
+    # plugin with the same size saved within the same second (or copied with its mtime) would
+    # otherwise hot-reload as its old code.
+    exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     return module
 
 
@@ -126,8 +129,8 @@ def _describe(e: BaseException, path: Path) -> str:
         if frame.filename == str(path):
             where = f" (line {frame.lineno})"
             break
-    if isinstance(e, SyntaxError) and e.lineno:
-        where = f" (line {e.lineno})"
+    if isinstance(e, SyntaxError):
+        where = ""  # its message already names the file and line
     return f"{type(e).__name__}: {e}{where}"
 
 

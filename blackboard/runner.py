@@ -160,8 +160,10 @@ class AgentRunner:
             self.metrics.handler_seconds.labels(*labels).observe(time.perf_counter() - started)
             self.metrics.in_flight.labels(spec.name).dec()
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT) as cleanup:
                 await self._finish(running, ctx, outcome)
+            if cleanup.cancelled_caught:
+                ctx.log.error("could not record the outcome in time; the lease will expire and retry")
         finally:
             self.running.pop(claim.id, None)
             self._notify()
