@@ -340,7 +340,7 @@ async def test_hot_reload_adds_changes_removes_and_survives_broken_plugins(
 
         errors = await eventually(plugin_errors, 15, "the broken plugin in plugin_errors")
         assert list(errors) == [str(broken)]
-        assert "SyntaxError" in errors[str(broken)] and "(line 3)" in errors[str(broken)], errors
+        assert "SyntaxError" in errors[str(broken)] and "line 3)" in errors[str(broken)], errors
         assert await d.status("/healthz") == 200
         assert await d.status("/readyz") == 200
         assert d.alive()
