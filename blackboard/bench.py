@@ -11,7 +11,8 @@ board with a unique name, whose keys are deleted afterwards. Metrics:
                               three blocking workers (one per kind)
     pickup_ms                 p50/p99 ms from post to claim for an idle worker blocked in
                               wait_for_work
-    idle_cpu_100_workers      client and server CPU % while 100 workers block on their own kinds
+    idle_cpu_100_workers      client and server CPU % while 100 workers block on their own kinds;
+                              then one post on that same board (post_while_all_blocked)
     claim_latency_1k_vs_1m    claim(n=1) p50 ms on a kind with 1,000 open items vs 1,000,000
 
 Workers use the blocking pattern of a daemon: claim; when there is nothing, block in

@@ -17,7 +17,9 @@ configured every /v1 route needs `Authorization: Bearer <token>`.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from blackboard.daemon import Daemon
 
 MAX_BODY = 2 << 20
+EVENT_CURSOR_RE = re.compile(r"^\d{1,19}(-\d{1,19})?$")  # a Redis stream id (under 2**64)
 POST_FIELDS = ("priority", "parent", "after", "delay", "not_before", "max_attempts", "idempotency_key", "tags")
 
 schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "blackboard", "version": "1"}})
@@ -161,8 +164,15 @@ async def events(request: Request) -> Response:
     responses: {200: {description: text/event-stream}}
     """
     board = daemon_of(request).board
-    since = request.query_params.get("since") or await board.last_event_id()
-    root = request.query_params.get("root")
+    q = request.query_params
+    unknown = set(q) - {"since", "root"}
+    if unknown:
+        raise InvalidInput(sorted(unknown)[0], "unknown query parameter")
+    # Checked here: once the stream has started, a bad value can only break the connection.
+    if q.get("since") and not EVENT_CURSOR_RE.match(q["since"]):
+        raise InvalidInput("since", f"expected an event cursor such as 1700000000000-0, got {q['since']!r}")
+    root = posting.check_id(q["root"], "root") if "root" in q else None
+    since = q.get("since") or await board.last_event_id()
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         async for ev in board.events(since, root=root):
@@ -189,7 +199,9 @@ async def agents(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(daemon_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    d = daemon_of(request)
+    d.metrics.ready.set(1 if d.ready else 0)  # as /readyz says now, not as of the last health check
+    return Response(generate_latest(d.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:
@@ -203,7 +215,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return schemas.OpenAPIResponse(request)
+    # JSON, as the path says (Starlette's OpenAPIResponse would send YAML).
+    return JSONResponse(schemas.get_schema(request.app.routes))
 
 
 class TokenAuth(BaseHTTPMiddleware):
@@ -217,7 +230,9 @@ class TokenAuth(BaseHTTPMiddleware):
         if request.url.path.startswith("/v1"):
             given = request.headers.get("authorization", "").encode()
             if not secrets.compare_digest(given, self.expected):
-                return error(401, "Unauthorized", "missing or wrong bearer token")
+                denied = error(401, "Unauthorized", "missing or wrong bearer token")
+                denied.headers["WWW-Authenticate"] = 'Bearer realm="blackboard"'  # required on a 401
+                return denied
         return await call_next(request)
 
 
@@ -252,7 +267,7 @@ class _Server(uvicorn.Server):
 
 
 async def serve(daemon: Daemon, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Serve the API until cancelled; reports started once the socket is bound."""
+    """Serve the API until cancelled; reports started once the socket is listening."""
     s = daemon.settings
     sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -260,9 +275,23 @@ async def serve(daemon: Daemon, *, task_status: TaskStatus[None] = anyio.TASK_ST
     host, port = sock.getsockname()[:2]
     daemon.http_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     config = uvicorn.Config(create_app(daemon), log_config=None, access_log=False, lifespan="off")
+    sock.listen(config.backlog)  # connections made as soon as we report started wait, not fail
     server = _Server(config)
     task_status.started()
     try:
         await server.serve(sockets=[sock])
     finally:
+        # Cancelled: stop uvicorn properly, or its listener stays registered with the event loop
+        # (a later server in the same process that gets the same fd number never sees a request)
+        # and its connections stay open. Open event streams end: their connections are closed.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(3):
+            if server.started:
+                server.force_exit = True  # don't wait for streams to end by themselves
+                await server.shutdown(sockets=[sock])
+                for conn in list(server.server_state.connections):
+                    conn.transport.close()
+                if server.server_state.tasks:
+                    await asyncio.wait(list(server.server_state.tasks), timeout=1)
+                for task in list(server.server_state.tasks):
+                    task.cancel()
         sock.close()
