@@ -1,0 +1,7 @@
+"""`python -m blackboard.bench`."""
+
+import sys
+
+from blackboard.bench import main
+
+sys.exit(main())
