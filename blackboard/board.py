@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -106,7 +108,10 @@ class Board(BoardReader):
         delay = 0.02
         while True:
             try:
-                return await op()
+                result = await op()
+                # fakeredis never yields: without this a loop on memory:// can't be cancelled.
+                await anyio.lowlevel.checkpoint()
+                return result
             except _RETRYABLE as e:
                 if self.on_redis_error is not None:
                     self.on_redis_error(e)
@@ -119,9 +124,17 @@ class Board(BoardReader):
                 delay = min(delay * 2, 1.0)
 
     async def _run(
-        self, script: Any, kind_list: Iterable[str], args: dict[str, Any], actor: str | None = None
+        self,
+        script: Any,
+        kind_list: Iterable[str],
+        args: dict[str, Any],
+        actor: str | None = None,
+        extra_keys: Sequence[str] = (),
     ) -> Any:
-        """Run an operation script, supplying the per-kind keys it asks for."""
+        """Run an operation script, supplying the per-kind keys it asks for.
+
+        KEYS are the fixed keys, four per kind, then `extra_keys` (see each script's header).
+        """
         wanted = list(dict.fromkeys(kind_list))
         for _ in range(5):
             ctx: dict[str, Any] = {"kinds": wanted, "maxlen": self.events_maxlen}
@@ -129,7 +142,7 @@ class Board(BoardReader):
                 ctx["now"] = int(self.clock() * 1000)
             if actor:
                 ctx["actor"] = actor
-            keys = [*self.keys.fixed, *(k for kind in wanted for k in self.keys.kind_keys(kind))]
+            keys = [*self.keys.fixed, *(k for kind in wanted for k in self.keys.kind_keys(kind)), *extra_keys]
             argv = [json.dumps(ctx), json.dumps(args)]
             raw = await self.retrying(lambda: script(keys=keys, args=argv))  # noqa: B023
             if isinstance(raw, list):
@@ -224,7 +237,9 @@ class Board(BoardReader):
         if not names:
             return [], None
         args = {"agent": agent, "n": n, "lease_ms": int(lease * 1000), "kinds": names}
-        raw = await self._run(self._scripts.claim, names, args, agent)
+        # A request id makes the claim safe to resend after a lost reply (see claim.lua).
+        request = f"{self.keys.tag}:claimreq:{uuid.uuid4().hex}"
+        raw = await self._run(self._scripts.claim, names, args, agent, extra_keys=[request])
         due = float(raw[0]) / 1000 if raw[0] else None
         if raw[1]:
             self._expired(dict(pair.split("=") for pair in raw[1].decode().split(",")))

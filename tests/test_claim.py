@@ -112,3 +112,21 @@ async def test_claim_due_reports_when_delayed_work_comes(board: Board, clock) ->
     await board.post("k", delay=30)
     claims, due = await board.claim_with_due("w", ["k"])
     assert claims == [] and due == pytest.approx(clock.now + 30, abs=0.01)
+
+
+async def test_a_resent_claim_request_returns_the_same_claims_and_takes_nothing_new(board: Board) -> None:
+    # What a retry after a lost reply does: the same request (same id) reaches Redis twice.
+    await board.post_many([NewItem(kind="k") for _ in range(5)])
+    request = [f"{board.keys.tag}:claimreq:fixed-request"]
+    args = {"agent": "w", "n": 2, "lease_ms": 30_000, "kinds": ["k"]}
+    first = await board._run(board._scripts.claim, ["k"], args, "w", extra_keys=request)
+    again = await board._run(board._scripts.claim, ["k"], args, "w", extra_keys=request)
+    ids_tokens = lambda raw: [(raw[i], raw[i + 3]) for i in range(2, len(raw), 4)]  # noqa: E731
+    assert len(ids_tokens(first)) == 2 and ids_tokens(again) == ids_tokens(first)
+    stats = await board.stats()
+    assert stats.kinds["k"].by_status == {Status.CLAIMED: 2, Status.OPEN: 3}
+    # An item the request no longer holds (here: cancelled) is not handed out by a replay.
+    gone, kept = (raw.decode() for raw, _ in ids_tokens(first))
+    await board.cancel(gone)
+    replay = await board._run(board._scripts.claim, ["k"], args, "w", extra_keys=request)
+    assert [raw.decode() for raw, _ in ids_tokens(replay)] == [kept]

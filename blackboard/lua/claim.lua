@@ -1,7 +1,11 @@
 -- claim.lua: lease up to n of the best claimable items across some kinds.
--- KEYS: the fixed board keys (lib.lua) + ready/delayed/leased/wake of each claimed kind.
+-- KEYS: the fixed board keys (lib.lua) + ready/delayed/leased/wake of each claimed kind,
+--   then the request key (string): "id=token,..." of what this request claimed, kept 5 minutes.
 --   Before choosing, returns this kind's expired leases and promotes its due delayed items, so
 --   a crashed worker's item comes back as soon as anyone asks for work.
+-- A repeated request (the reply was lost, e.g. Redis restarted, and the client sent it again)
+-- answers with the items that request claimed and still holds, and claims nothing new: without
+-- this, the first batch would sit leased to nobody until its lease ran out.
 -- ARGS: {agent, n, lease_ms, kinds = [...]}
 -- Returns a flat array (not JSON, to keep payloads unescaped):
 --   {next_due ms or '', expired, id1, kind1, doc1, state1, id2, ...}  |  JSON {needkinds = [...]}
@@ -10,6 +14,26 @@
 local kinds = ARGS.kinds
 local need = missing_kinds(kinds)
 if need then return reply({needkinds = need}) end
+local K_REQUEST = KEYS[NFIXED + 4 * #CTX.kinds + 1]
+
+local function claimed_item(out, id, kind)
+  out[#out + 1] = id
+  out[#out + 1] = kind
+  out[#out + 1] = redis.call('HGET', K_ITEMS, id)
+  out[#out + 1] = redis.call('HGET', K_STATE, id)
+end
+
+local previous = redis.call('GET', K_REQUEST)
+if previous then
+  local out = {'', ''}
+  for id, token in string.gmatch(previous, '([^,=]+)=([^,]+)') do
+    local st = get_state(id)
+    if st and st.status == 'claimed' and st.token == token then
+      claimed_item(out, id, redis.call('HGET', K_KIND, id))
+    end
+  end
+  return out
+end
 
 local expired = {}
 for _, k in ipairs(kinds) do
@@ -31,6 +55,7 @@ if #kinds > 1 then
 end
 
 local out = {'', table.concat(expired, ',')}
+local record = {}
 for i = 1, math.min(ARGS.n, #cands) do
   local id, kind = cands[i][1], cands[i][3]
   redis.call('ZREM', KK[kind].ready, id)
@@ -44,11 +69,10 @@ for i = 1, math.min(ARGS.n, #cands) do
   redis.call('ZADD', KK[kind].leased, st.deadline, id)
   put_state(id, st)
   emit('claimed', id, kind, st, {agent = ARGS.agent})
-  out[#out + 1] = id
-  out[#out + 1] = kind
-  out[#out + 1] = redis.call('HGET', K_ITEMS, id)
-  out[#out + 1] = redis.call('HGET', K_STATE, id)
+  claimed_item(out, id, kind)
+  record[#record + 1] = id .. '=' .. st.token
 end
+redis.call('SET', K_REQUEST, table.concat(record, ','), 'EX', 300)
 
 -- Chain the wake-up: if work is left, the next blocked claimer should look too.
 for _, k in ipairs(kinds) do

@@ -110,21 +110,51 @@ class RedisServer:
         self.start()
 
 
+def free_cluster_port() -> int:
+    """A free port a cluster node can use: at most 55535, with its bus port (+10000) free too.
+
+    `free_port()` may return a port above 55535, which redis-server refuses in cluster mode
+    ("Redis port number too high").
+    """
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair (port, port + 10000) found for a cluster node")
+
+
 def start_cluster(workdir: Path, masters: int = 3) -> list[RedisServer]:
-    """A Redis Cluster of `masters` local nodes (no replicas), slots spread evenly."""
-    nodes = [RedisServer(workdir / f"node{i}", cluster=True).start() for i in range(masters)]
-    cli = shutil.which("redis-cli")
-    assert cli, "redis-cli is needed to form a cluster"
-    subprocess.run(
-        [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-         "--cluster-replicas", "0", "--cluster-yes"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
-    )
+    """A Redis Cluster of `masters` local nodes (no replicas, slots spread evenly), on ports
+    cluster mode accepts (see `free_cluster_port`); nodes started are stopped if forming fails."""
+    nodes: list[RedisServer] = []
+    try:
+        for i in range(masters):
+            nodes.append(RedisServer(workdir / f"node{i}", port=free_cluster_port(), cluster=True).start())
+        cli = shutil.which("redis-cli")
+        assert cli, "redis-cli is needed to form a cluster"
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+        )  # fmt: skip
 
-    def ok() -> bool:
-        out = subprocess.run([cli, "-p", str(nodes[0].port), "cluster", "info"],
-                             capture_output=True, text=True, timeout=5).stdout
-        return "cluster_state:ok" in out
+        def ok() -> bool:
+            for n in nodes:
+                out = subprocess.run([cli, "-p", str(n.port), "cluster", "info"],
+                                     capture_output=True, text=True, timeout=5).stdout  # fmt: skip
+                if "cluster_state:ok" not in out:
+                    return False
+            return True
 
-    wait_until(ok, 20, 0.1, "cluster_state:ok")
+        wait_until(ok, 20, 0.1, "cluster_state:ok on every node")
+    except BaseException:
+        for n in nodes:
+            n.stop()
+        raise
     return nodes

@@ -1,0 +1,89 @@
+"""The board on a real 3-master Redis Cluster: the claim race holds, and each board's keys sit in
+one slot (its hash tag), so boards on different masters run side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import pytest
+import redis
+
+from blackboard import Board
+from tests.conftest import unique_board
+from tests.support import redis_server
+from tests.support.redis_server import RedisServer, start_cluster
+from tests.test_race import race
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    redis_server.require()
+    nodes = start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield nodes
+    finally:
+        for node in nodes:  # by PID, the processes this fixture started
+            node.stop()
+
+
+def url(nodes: list[RedisServer]) -> str:
+    return f"redis+cluster://127.0.0.1:{nodes[0].port}"
+
+
+def keys_by_node(nodes: list[RedisServer]) -> dict[int, set[str]]:
+    """Every key stored on each node (by port), read from the node itself."""
+    out = {}
+    for node in nodes:
+        with redis.Redis(port=node.port) as r:
+            out[node.port] = {k.decode() for k in r.keys("*")}
+    return out
+
+
+def master_of(board: Board) -> int:
+    """Port of the master that serves the board's hash-tag slot."""
+    return int(board.redis.get_node_from_key(board.keys.tag).port)
+
+
+async def boards_on_different_masters(nodes: list[RedisServer]) -> tuple[Board, Board]:
+    first = await Board.connect(url(nodes), board=unique_board())
+    for _ in range(100):
+        second = await Board.connect(url(nodes), board=unique_board())
+        if master_of(second) != master_of(first):
+            return first, second
+        await second.close()
+    raise AssertionError("no board name found whose hash tag lands on another master")
+
+
+def assert_one_slot(board: Board, stored: dict[int, set[str]]) -> None:
+    """Every key of `board` is on the master of its slot, and on no other node."""
+    mine = {port: {k for k in keys if board.keys.tag in k} for port, keys in stored.items()}
+    assert {port for port, keys in mine.items() if keys} == {master_of(board)}
+    slots = {board.redis.keyslot(k) for k in mine[master_of(board)]}
+    assert slots == {board.redis.keyslot(board.keys.tag)}
+    assert board.keys.state in mine[master_of(board)]
+
+
+@pytest.mark.timeout(120)
+async def test_concurrent_claimers_on_cluster(cluster: list[RedisServer]) -> None:
+    async with await Board.connect(url(cluster), board=unique_board()) as board:
+        await race(board, claimers=50)
+        assert_one_slot(board, keys_by_node(cluster))
+
+
+@pytest.mark.timeout(120)
+async def test_boards_on_different_masters_race_side_by_side(cluster: list[RedisServer]) -> None:
+    a, b = await boards_on_different_masters(cluster)
+    try:
+        assert master_of(a) != master_of(b)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(race, a)
+            tg.start_soon(race, b)
+        stored = keys_by_node(cluster)
+        assert_one_slot(a, stored)
+        assert_one_slot(b, stored)
+    finally:
+        await a.close()
+        await b.close()
