@@ -7,7 +7,9 @@ Exit codes: 0 ok; 1 an error from the board (message on stderr, no traceback); 2
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -15,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from blackboard import __version__
@@ -34,11 +37,16 @@ app = typer.Typer(
 dlq_app = typer.Typer(help="Dead letters: items whose attempts ran out.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
 
 Url = Annotated[str, typer.Option("--url", "--redis", envvar="BLACKBOARD_URL", help="Board URL (memory://, redis://host:6379, redis+cluster://...).")]
 BoardName = Annotated[str, typer.Option("--board", envvar="BLACKBOARD_BOARD", help="Board name.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def echo_json(data: Any) -> None:
+    """Print JSON verbatim: rich would wrap long lines and eat [markup] in payloads."""
+    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def _desc(name: str) -> str:
@@ -58,6 +66,37 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     except TimeoutError:
         err.print("error: timed out")
         raise typer.Exit(3) from None
+
+
+async def interruptible(work: Awaitable[T]) -> T:
+    """Await `work` so that Ctrl-C really stops it (see `cancel_on_sigint`); raises
+    KeyboardInterrupt when it did. Errors of `work` come out as themselves, not as a group."""
+    result: list[T] = []
+    error: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+        if threading.current_thread() is threading.main_thread():
+            tg.start_soon(cancel_on_sigint, tg.cancel_scope)
+        try:
+            result.append(await work)
+        except Exception as e:
+            error.append(e)
+        tg.cancel_scope.cancel()
+    if error:
+        raise error[0]
+    if not result:
+        raise KeyboardInterrupt
+    return result[0]
+
+
+async def cancel_on_sigint(scope: anyio.CancelScope) -> None:
+    """Ctrl-C cancels `scope`. asyncio's own Ctrl-C handling cancels the main task once, and
+    that can be lost: Python 3.11's `asyncio.wait_for` (which redis-py sends through) swallows
+    a cancellation that lands as its inner await completes. anyio redelivers a cancelled
+    scope's cancellation at every await until the scope is left."""
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 async def connect(url: str, board: str) -> Board:
@@ -186,7 +225,7 @@ def post(
     as_json: Json = False,
 ) -> None:
     """Post an item (a goal, unless it has a parent) and print its id."""
-    from blackboard.display import dumps, final_item, follow_goal, render_tree
+    from blackboard.display import final_item, follow_goal, render_tree
 
     async def main() -> None:
         payload = parse_data(data)
@@ -194,16 +233,16 @@ def post(
             since = await b.last_event_id()
             item = await b.post(kind, payload, priority=priority, actor="cli")
             if not wait:
-                console.print(dumps(item.model_dump(mode="json")) if as_json else item.id)
+                echo_json(item.model_dump(mode="json")) if as_json else console.print(item.id)
                 return
-            console.print(f"posted {item.id}; following its tree")
-            tree = await follow_goal(b, item.id, None if as_json else console, timeout, since)
+            (err if as_json else console).print(f"posted {item.id}; following its tree")
+            tree = await interruptible(follow_goal(b, item.id, None if as_json else console, timeout, since))
             final = final_item(tree)
             if as_json:
-                console.print(dumps({"goal": item.id, "final": final.model_dump(mode="json")}))
+                echo_json({"goal": item.id, "final": final.model_dump(mode="json")})
             else:
                 console.print(render_tree(tree))
-                console.print(dumps(final.result if final.status.value == "done" else {"status": final.status.value, "error": final.error}))
+                echo_json(final.result if final.status.value == "done" else {"status": final.status.value, "error": final.error})
 
     run_async(main)
 
@@ -219,13 +258,13 @@ def list_items(
     as_json: Json = False,
 ) -> None:
     """List items, newest goals last."""
-    from blackboard.display import STATUS_STYLE, dumps
+    from blackboard.display import STATUS_STYLE
 
     async def main() -> None:
         async with await connect(url, board) as b:
             page = await b.query(kind=kind, status=status, root=root, limit=limit)
         if as_json:
-            console.print(dumps([i.model_dump(mode="json") for i in page.items]))
+            echo_json([i.model_dump(mode="json") for i in page.items])
             return
         table = Table("id", "kind", "status", "attempts", "agent", "root")
         for i in page.items:
@@ -239,13 +278,12 @@ def list_items(
 @app.command()
 def show(item_id: str, url: Url = "memory://", board: BoardName = "default", as_json: Json = False) -> None:
     """Show one item: payload, status, lease, result or error."""
-    from blackboard.display import dumps
 
     async def main() -> None:
         async with await connect(url, board) as b:
             item = await b.get(item_id)
         data = item.model_dump(mode="json")
-        console.print(dumps(data) if as_json else "\n".join(f"{k:>15}: {json.dumps(v)}" for k, v in data.items() if v not in (None, [], ())))
+        echo_json(data) if as_json else typer.echo("\n".join(f"{k:>15}: {json.dumps(v)}" for k, v in data.items() if v not in (None, [], ())))
 
     run_async(main)
 
@@ -253,12 +291,12 @@ def show(item_id: str, url: Url = "memory://", board: BoardName = "default", as_
 @app.command()
 def trace(item_id: str, url: Url = "memory://", board: BoardName = "default", as_json: Json = False) -> None:
     """Show the lineage tree under an item (a goal's whole tree) with statuses and timings."""
-    from blackboard.display import dumps, render_tree, tree_json
+    from blackboard.display import render_tree, tree_json
 
     async def main() -> None:
         async with await connect(url, board) as b:
             tree = await b.tree(item_id)
-        console.print(dumps(tree_json(tree)) if as_json else render_tree(tree))
+        echo_json(tree_json(tree)) if as_json else console.print(render_tree(tree))
 
     run_async(main)
 
@@ -274,9 +312,11 @@ def watch(
     from blackboard.display import event_line
 
     async def main() -> None:
-        async with await connect(url, board) as b:
+        async with await connect(url, board) as b, anyio.create_task_group() as tg:
+            if threading.current_thread() is threading.main_thread():
+                tg.start_soon(cancel_on_sigint, tg.cancel_scope)
             async for ev in b.events(root=root):
-                console.print(ev.model_dump_json() if as_json else event_line(ev))
+                typer.echo(ev.model_dump_json() if as_json else event_line(ev))
 
     try:
         run_async(main)
@@ -293,12 +333,10 @@ def wait(
     as_json: Json = False,
 ) -> None:
     """Wait for an item to finish; print its result. Exit 1 if it died or was cancelled."""
-    from blackboard.display import dumps
-
     async def main() -> str:
         async with await connect(url, board) as b:
-            item = await b.wait(item_id, timeout=timeout)
-        console.print(dumps(item.model_dump(mode="json") if as_json else item.result if item.status.value == "done" else {"status": item.status.value, "error": item.error, "reason": item.reason}))
+            item = await interruptible(b.wait(item_id, timeout=timeout))
+        echo_json(item.model_dump(mode="json") if as_json else item.result if item.status.value == "done" else {"status": item.status.value, "error": item.error, "reason": item.reason})
         return item.status.value
 
     if run_async(main) != "done":
@@ -309,13 +347,12 @@ def wait(
 def agents(url: Url = "memory://", board: BoardName = "default", as_json: Json = False) -> None:
     """List daemons on the board and their agents; dead daemons are marked."""
     from blackboard import presence
-    from blackboard.display import dumps
 
     async def main() -> None:
         async with await connect(url, board) as b:
             found = await presence.daemons(b)
         if as_json:
-            console.print(dumps([d.model_dump(mode="json") for d in found]))
+            echo_json([d.model_dump(mode="json") for d in found])
             return
         table = Table("daemon", "state", "agent", "consumes", "produces", "in flight", "done")
         for d in found:
@@ -323,7 +360,7 @@ def agents(url: Url = "memory://", board: BoardName = "default", as_json: Json =
             for a in d.agents:
                 table.add_row(d.id, state, a.name, ",".join(a.consumes), ",".join(a.produces), str(a.in_flight), str(a.completed))
             for source, error in d.plugin_errors.items():
-                table.add_row(d.id, state, f"[red]plugin error[/]", source, error, "", "")
+                table.add_row(d.id, state, "[red]plugin error[/]", escape(source), escape(error), "", "")
             if not d.agents and not d.plugin_errors:
                 table.add_row(d.id, state, "-", "", "", "", "")
         console.print(table)
@@ -345,17 +382,16 @@ def cancel(item_id: str, url: Url = "memory://", board: BoardName = "default") -
 @dlq_app.command("ls")
 def dlq_ls(url: Url = "memory://", board: BoardName = "default", limit: int = 100, as_json: Json = False) -> None:
     """List dead letters with their last error."""
-    from blackboard.display import dumps
 
     async def main() -> None:
         async with await connect(url, board) as b:
             page = await b.dead_letters(limit=limit)
         if as_json:
-            console.print(dumps([i.model_dump(mode="json") for i in page.items]))
+            echo_json([i.model_dump(mode="json") for i in page.items])
             return
         table = Table("id", "kind", "attempts", "error")
         for i in page.items:
-            table.add_row(i.id, i.kind, str(i.attempts), (i.error or "")[:100])
+            table.add_row(i.id, i.kind, str(i.attempts), escape((i.error or "")[:100]))
         console.print(table)
 
     run_async(main)

@@ -6,11 +6,11 @@ view of a goal shows the same facts.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio
 from rich.console import Console
+from rich.markup import escape
 from rich.tree import Tree
 
 from blackboard.board import Board
@@ -38,9 +38,9 @@ def render_tree(node: TreeNode, tree: Tree | None = None) -> Tree:
     if it.finished_at:
         parts.append(took(it))
     if it.error and it.status is not Status.DONE:
-        parts.append(f"[red]{it.error[:80]}[/]")
+        parts.append(f"[red]{escape(it.error[:80])}[/]")  # free text: never markup
     if it.reason and it.status in (Status.WAITING, Status.CANCELLED):
-        parts.append(f"[dim]({it.reason})[/]")
+        parts.append(f"[dim]({escape(it.reason)})[/]")
     label = " ".join(parts)
     branch = tree.add(label) if tree else Tree(label)
     for child in node.children:
@@ -78,13 +78,9 @@ async def follow_goal(
             events, cursor = await board.read_events(cursor, block=0 if tree else 2.0)
             for ev in events:
                 if ev.root == goal_id and console is not None:
-                    console.print("  " + event_line(ev), highlight=False)
+                    console.print("  " + escape(event_line(ev)), highlight=False)
             if tree is not None and not events:
                 return tree
             if tree is None and (not events or any(e.root == goal_id and e.status in TERMINAL_STATUSES for e in events)):
                 candidate = await board.tree(goal_id)
                 tree = candidate if finished(candidate) else None
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)
