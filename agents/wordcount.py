@@ -36,7 +36,11 @@ async def count(item: Item, ctx: Context) -> dict[str, Any]:
     text = (await anyio.Path(item.payload["file"]).read_text(errors="replace")).lower()
     words = Counter(w for w in WORD_RE.findall(text) if w not in STOPWORDS)
     ctx.log.info("counted", file=item.payload["file"], words=sum(words.values()))
-    return {"file": item.payload["file"], "words": sum(words.values()), "counts": dict(words.most_common(200))}
+    return {
+        "file": item.payload["file"],
+        "words": sum(words.values()),
+        "counts": dict(words.most_common(200)),
+    }
 
 
 @agent(name="reducer", consumes=["wordcount.reduce"])

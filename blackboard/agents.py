@@ -79,13 +79,13 @@ def spec_from(fields: dict[str, Any], where: str) -> AgentSpec:
 class Agent:
     """Subclass, set the class attributes, and implement `handle`.
 
-        class Summarise(Agent):
-            name = "summariser"
-            consumes = ("doc.text",)
-            produces = ("doc.summary",)
+    class Summarise(Agent):
+        name = "summariser"
+        consumes = ("doc.text",)
+        produces = ("doc.summary",)
 
-            async def handle(self, item, ctx):
-                return {"summary": item.payload["text"][:100]}
+        async def handle(self, item, ctx):
+            return {"summary": item.payload["text"][:100]}
     """
 
     name: ClassVar[str]
@@ -145,11 +145,18 @@ def agent(
 
     def wrap(fn: Handler) -> FunctionAgent:
         spec = spec_from(
-            {"name": name or fn.__name__, "consumes": tuple(consumes), "produces": tuple(produces),
-             "concurrency": concurrency, "lease": lease, "timeout": timeout, "batch": batch,
-             "description": (fn.__doc__ or "").strip().split("\n")[0]},
+            {
+                "name": name or fn.__name__,
+                "consumes": tuple(consumes),
+                "produces": tuple(produces),
+                "concurrency": concurrency,
+                "lease": lease,
+                "timeout": timeout,
+                "batch": batch,
+                "description": (fn.__doc__ or "").strip().split("\n")[0],
+            },
             f"@agent {fn.__name__}",
-        )  # fmt: skip
+        )
         return FunctionAgent(fn, spec)
 
     return wrap

@@ -202,9 +202,13 @@ class Board(BoardReader):
 
     async def _post_specs(self, items: Sequence[NewItem], actor: str | None, field: str) -> Any:
         specs = posting.encode_batch(
-            items, self.registry, strict=self.strict,
-            max_payload_bytes=self.max_payload_bytes, actor=actor, field=field,
-        )  # fmt: skip
+            items,
+            self.registry,
+            strict=self.strict,
+            max_payload_bytes=self.max_payload_bytes,
+            actor=actor,
+            field=field,
+        )
         out = await self._run(self._scripts.post, (s["kind"] for s in specs), {"items": specs}, actor)
         if "err" in out:
             bad = specs[out["index"]]
@@ -266,9 +270,10 @@ class Board(BoardReader):
         """Extend the leases of `claims`; a claim no longer held comes back as `LeaseLost`."""
         held = [{"id": c.id, "token": c.token} for c in claims]
         out = await self._run(
-            self._scripts.heartbeat, (c.item.kind for c in claims),
+            self._scripts.heartbeat,
+            (c.item.kind for c in claims),
             {"lease_ms": int(lease * 1000), "held": held},
-        )  # fmt: skip
+        )
         return [
             c.model_copy(update={"deadline": r}) if isinstance(r, int) else self._lost(c, r)
             for c, r in zip(claims, out["ok"], strict=True)
@@ -291,9 +296,7 @@ class Board(BoardReader):
             raise outcome
         return outcome
 
-    async def complete_many(
-        self, batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]]
-    ) -> list[Outcome]:
+    async def complete_many(self, batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]]) -> list[Outcome]:
         """Complete many claims in one step; each gets its outputs or its own exception."""
         done, kinds_used = [], []
         for i, (claim, result, outputs) in enumerate(batch):
@@ -301,15 +304,25 @@ class Board(BoardReader):
             if outputs:
                 outs = posting.with_ids([self._as_new(o) for o in outputs], parent=claim.id)
                 specs = posting.encode_batch(
-                    outs, self.registry, strict=self.strict,
-                    max_payload_bytes=self.max_payload_bytes, actor=claim.agent, field="outputs",
-                )  # fmt: skip
-            done.append({
-                "id": claim.id, "token": claim.token, "outputs": specs,
-                "result": dumps(result, "result" if len(batch) == 1 else f"batch[{i}].result"),
-            })  # fmt: skip
+                    outs,
+                    self.registry,
+                    strict=self.strict,
+                    max_payload_bytes=self.max_payload_bytes,
+                    actor=claim.agent,
+                    field="outputs",
+                )
+            done.append(
+                {
+                    "id": claim.id,
+                    "token": claim.token,
+                    "outputs": specs,
+                    "result": dumps(result, "result" if len(batch) == 1 else f"batch[{i}].result"),
+                }
+            )
             kinds_used += [claim.item.kind, *(s["kind"] for s in specs)]
-        out = await self._run(self._scripts.complete, kinds_used, {"done": done}, batch[0][0].agent if batch else None)
+        out = await self._run(
+            self._scripts.complete, kinds_used, {"done": done}, batch[0][0].agent if batch else None
+        )
         wanted = [p[0] for r in out["ok"] if isinstance(r.get("ok"), list) for p in r["ok"]]
         fetched = {it.id: it for it in await self.get_many(wanted) if it is not None}
         results: list[Outcome] = []
@@ -348,8 +361,17 @@ class Board(BoardReader):
             if not (isinstance(retry, int | float) and retry >= 0):
                 raise InvalidInput("retry", f"expected None, a bool or seconds >= 0, got {retry!r}")
             delay = float(retry)
-        args = {"failed": [{"id": claim.id, "token": claim.token, "error": str(error)[:10_000],
-                            "delay": int(delay * 1000), "dead": retry is False}]}  # fmt: skip
+        args = {
+            "failed": [
+                {
+                    "id": claim.id,
+                    "token": claim.token,
+                    "error": str(error)[:10_000],
+                    "delay": int(delay * 1000),
+                    "dead": retry is False,
+                }
+            ]
+        }
         r = (await self._run(self._scripts.fail, [claim.item.kind], args, claim.agent))["ok"][0]
         if "err" in r:
             raise self._lost(claim, r)

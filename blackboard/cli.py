@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -39,7 +40,15 @@ app.add_typer(dlq_app, name="dlq")
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
 
-Url = Annotated[str, typer.Option("--url", "--redis", envvar="BLACKBOARD_URL", help="Board URL (memory://, redis://host:6379, redis+cluster://...).")]
+Url = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        "--redis",
+        envvar="BLACKBOARD_URL",
+        help="Board URL (memory://, redis://host:6379, redis+cluster://...).",
+    ),
+]
 BoardName = Annotated[str, typer.Option("--board", envvar="BLACKBOARD_BOARD", help="Board name.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -125,7 +134,9 @@ def parse_data(data: str | None) -> Any:
 def run(
     url: Annotated[str | None, typer.Option("--url", "--redis", help=_desc("url"))] = None,
     board: Annotated[str | None, typer.Option(help=_desc("board"))] = None,
-    agents: Annotated[list[Path] | None, typer.Option("--agents", help=_desc("agents") + " Repeatable.")] = None,
+    agents: Annotated[
+        list[Path] | None, typer.Option("--agents", help=_desc("agents") + " Repeatable.")
+    ] = None,
     grace: Annotated[float | None, typer.Option(help=_desc("grace"))] = None,
     host: Annotated[str | None, typer.Option(help=_desc("host"))] = None,
     port: Annotated[int | None, typer.Option(help=_desc("port"))] = None,
@@ -135,8 +146,12 @@ def run(
     strict: Annotated[bool | None, typer.Option("--strict/--open", help=_desc("strict"))] = None,
     log_format: Annotated[str | None, typer.Option(help=_desc("log_format"))] = None,
     log_level: Annotated[str | None, typer.Option(help=_desc("log_level"))] = None,
-    config: Annotated[Path | None, typer.Option(help="Config file (default ./blackboard.toml if present).")] = None,
-    demo: Annotated[bool, typer.Option(help="Post the word-count demo goal over README.md and docs/*.md and show it run.")] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="Config file (default ./blackboard.toml if present).")
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="Post the word-count demo goal over README.md and docs/*.md and show it run.")
+    ] = False,
     until_idle: Annotated[bool, typer.Option(help="Exit once the board has no unfinished items.")] = False,
 ) -> None:
     """Run the daemon: load agent plugins, claim and run work, serve HTTP, until SIGTERM/SIGINT.
@@ -155,9 +170,20 @@ def run(
         raise typer.Exit(2)
     try:
         settings = load_settings(
-            config, url=url, board=board, agents=agents, grace=grace, host=host, port=port, api_token=api_token,
-            http=http, reload=reload, strict=strict, log_format=log_format, log_level=log_level,
-        )  # fmt: skip
+            config,
+            url=url,
+            board=board,
+            agents=agents,
+            grace=grace,
+            host=host,
+            port=port,
+            api_token=api_token,
+            http=http,
+            reload=reload,
+            strict=strict,
+            log_format=log_format,
+            log_level=log_level,
+        )
     except ValidationError as e:
         first = e.errors()[0]
         err.print(f"error: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
@@ -175,6 +201,11 @@ def run(
     run_async(main)
 
 
+def demo_files(root: Path) -> list[str]:
+    """The docs the demo counts: README.md and docs/*.md under `root`."""
+    return [str(p) for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.is_file()]
+
+
 async def run_demo(daemon: Any) -> None:
     from blackboard.display import final_item, follow_goal, render_tree
 
@@ -182,7 +213,7 @@ async def run_demo(daemon: Any) -> None:
         err.print("error: --demo needs the stock agents (agents/wordcount.py); run it from a checkout")
         daemon.stop()
         return
-    files = [str(p) for p in [Path("README.md"), *sorted(Path("docs").glob("*.md"))] if p.is_file()]
+    files = demo_files(Path.cwd())
     goal = await daemon.board.post("wordcount.goal", {"files": files, "top": 10}, actor="demo")
     console.print(f"posted goal {goal.id}: count the words of {len(files)} files")
     tree = await follow_goal(daemon.board, goal.id, console, timeout=120)
@@ -196,7 +227,9 @@ async def run_demo(daemon: Any) -> None:
 
 
 @app.command()
-def init(directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")]) -> None:
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")],
+) -> None:
     """Scaffold a project: blackboard.toml, agents/ with an example agent, policies/."""
     from blackboard.scaffold import scaffold
 
@@ -216,7 +249,9 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder for the new proj
 @app.command()
 def post(
     kind: Annotated[str, typer.Argument(help="Item kind, e.g. research.question.")],
-    data: Annotated[str | None, typer.Option("--data", "-d", help="Payload: JSON text or @file.json.")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="Payload: JSON text or @file.json.")
+    ] = None,
     priority: Annotated[int, typer.Option(help="0-1000, higher first.")] = 0,
     wait: Annotated[bool, typer.Option(help="Follow the goal's tree live, then print the result.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 300,
@@ -242,7 +277,11 @@ def post(
                 echo_json({"goal": item.id, "final": final.model_dump(mode="json")})
             else:
                 console.print(render_tree(tree))
-                echo_json(final.result if final.status.value == "done" else {"status": final.status.value, "error": final.error})
+                echo_json(
+                    final.result
+                    if final.status.value == "done"
+                    else {"status": final.status.value, "error": final.error}
+                )
 
     run_async(main)
 
@@ -268,8 +307,14 @@ def list_items(
             return
         table = Table("id", "kind", "status", "attempts", "agent", "root")
         for i in page.items:
-            table.add_row(i.id, i.kind, f"[{STATUS_STYLE[i.status]}]{i.status.value}[/]", str(i.attempts),
-                          i.handled_by or "", "" if i.root == i.id else i.root)  # fmt: skip
+            table.add_row(
+                i.id,
+                i.kind,
+                f"[{STATUS_STYLE[i.status]}]{i.status.value}[/]",
+                str(i.attempts),
+                i.handled_by or "",
+                "" if i.root == i.id else i.root,
+            )
         console.print(table)
 
     run_async(main)
@@ -283,7 +328,9 @@ def show(item_id: str, url: Url = "memory://", board: BoardName = "default", as_
         async with await connect(url, board) as b:
             item = await b.get(item_id)
         data = item.model_dump(mode="json")
-        echo_json(data) if as_json else typer.echo("\n".join(f"{k:>15}: {json.dumps(v)}" for k, v in data.items() if v not in (None, [], ())))
+        echo_json(data) if as_json else typer.echo(
+            "\n".join(f"{k:>15}: {json.dumps(v)}" for k, v in data.items() if v not in (None, [], ()))
+        )
 
     run_async(main)
 
@@ -318,10 +365,8 @@ def watch(
             async for ev in b.events(root=root):
                 typer.echo(ev.model_dump_json() if as_json else event_line(ev))
 
-    try:
+    with suppress(KeyboardInterrupt):
         run_async(main)
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command()
@@ -333,10 +378,17 @@ def wait(
     as_json: Json = False,
 ) -> None:
     """Wait for an item to finish; print its result. Exit 1 if it died or was cancelled."""
+
     async def main() -> str:
         async with await connect(url, board) as b:
             item = await interruptible(b.wait(item_id, timeout=timeout))
-        echo_json(item.model_dump(mode="json") if as_json else item.result if item.status.value == "done" else {"status": item.status.value, "error": item.error, "reason": item.reason})
+        echo_json(
+            item.model_dump(mode="json")
+            if as_json
+            else item.result
+            if item.status.value == "done"
+            else {"status": item.status.value, "error": item.error, "reason": item.reason}
+        )
         return item.status.value
 
     if run_async(main) != "done":
@@ -358,7 +410,15 @@ def agents(url: Url = "memory://", board: BoardName = "default", as_json: Json =
         for d in found:
             state = "[green]live[/]" if d.live else "[red]dead[/]"
             for a in d.agents:
-                table.add_row(d.id, state, a.name, ",".join(a.consumes), ",".join(a.produces), str(a.in_flight), str(a.completed))
+                table.add_row(
+                    d.id,
+                    state,
+                    a.name,
+                    ",".join(a.consumes),
+                    ",".join(a.produces),
+                    str(a.in_flight),
+                    str(a.completed),
+                )
             for source, error in d.plugin_errors.items():
                 table.add_row(d.id, state, "[red]plugin error[/]", escape(source), escape(error), "", "")
             if not d.agents and not d.plugin_errors:
@@ -380,7 +440,9 @@ def cancel(item_id: str, url: Url = "memory://", board: BoardName = "default") -
 
 
 @dlq_app.command("ls")
-def dlq_ls(url: Url = "memory://", board: BoardName = "default", limit: int = 100, as_json: Json = False) -> None:
+def dlq_ls(
+    url: Url = "memory://", board: BoardName = "default", limit: int = 100, as_json: Json = False
+) -> None:
     """List dead letters with their last error."""
 
     async def main() -> None:

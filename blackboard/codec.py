@@ -11,13 +11,28 @@ from blackboard.models import Item, Status
 # State fields that map onto Item fields under another name; the rest of the state that Item
 # does not know (mark order key, last token, ...) stays internal.
 _STATE_FIELDS = {
-    "status": "status", "attempts": "attempts", "max_attempts": "max_attempts",
-    "priority": "priority", "created_at": "created_at", "updated_at": "updated_at",
-    "not_before": "not_before", "owner": "lease_owner", "token": "lease_token",
-    "deadline": "lease_deadline", "error": "error", "reason": "reason", "parent": "parent",
-    "root": "root", "depth": "depth", "pending": "pending", "mark_strength": "mark_strength",
-    "claimed_at": "claimed_at", "ready_at": "ready_at", "handled_by": "handled_by", "finished_at": "finished_at",
-}  # fmt: skip
+    "status": "status",
+    "attempts": "attempts",
+    "max_attempts": "max_attempts",
+    "priority": "priority",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "not_before": "not_before",
+    "owner": "lease_owner",
+    "token": "lease_token",
+    "deadline": "lease_deadline",
+    "error": "error",
+    "reason": "reason",
+    "parent": "parent",
+    "root": "root",
+    "depth": "depth",
+    "pending": "pending",
+    "mark_strength": "mark_strength",
+    "claimed_at": "claimed_at",
+    "ready_at": "ready_at",
+    "handled_by": "handled_by",
+    "finished_at": "finished_at",
+}
 _DOC_FIELDS = ("after", "created_by", "idempotency_key", "tags")
 
 
@@ -28,9 +43,7 @@ def dumps(value: Any, field: str, limit: int | None = None) -> str:
     except (TypeError, ValueError) as e:
         raise InvalidInput(field, f"expected JSON-serialisable data: {e}") from None
     if limit is not None and len(text.encode()) > limit:
-        raise PayloadTooLarge(
-            field, f"{len(text.encode())} bytes encoded, over the board's limit of {limit}"
-        )
+        raise PayloadTooLarge(field, f"{len(text.encode())} bytes encoded, over the board's limit of {limit}")
     return text
 
 

@@ -1,9 +1,9 @@
 """Board URLs to Redis clients.
 
-    memory://[name]                          in-process fakeredis with Lua; one server per name
-    redis://[user:pass@]host:port[/db]       a Redis server (rediss:// for TLS, unix:// sockets)
-    redis+sentinel://host:port[,host:port]/service[/db]
-    redis+cluster://host:port[,host:port]    Redis Cluster, from any seed nodes
+memory://[name]                          in-process fakeredis with Lua; one server per name
+redis://[user:pass@]host:port[/db]       a Redis server (rediss:// for TLS, unix:// sockets)
+redis+sentinel://host:port[,host:port]/service[/db]
+redis+cluster://host:port[,host:port]    Redis Cluster, from any seed nodes
 """
 
 from __future__ import annotations

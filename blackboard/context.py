@@ -28,9 +28,12 @@ class Context:
         self.spec = spec
         self.outputs: list[NewItem] = []
         self.log = structlog.get_logger("blackboard.agent").bind(
-            agent=spec.name, item_id=claim.id, kind=claim.item.kind, root=claim.item.root,
+            agent=spec.name,
+            item_id=claim.id,
+            kind=claim.item.kind,
+            root=claim.item.root,
             board=board.name,
-        )  # fmt: skip
+        )
 
     @property
     def item(self) -> Item:
@@ -61,9 +64,12 @@ class Context:
         new = posting.new_item("", kind=kind, payload=payload, **fields)
         # Check now (schema, size, ids) so the handler sees the error where it posted.
         posting.encode_batch(
-            [new.model_copy(update={"parent": self.claim.id})], self.board.registry,
-            strict=self.board.strict, max_payload_bytes=self.board.max_payload_bytes, actor=None,
-        )  # fmt: skip
+            [new.model_copy(update={"parent": self.claim.id})],
+            self.board.registry,
+            strict=self.board.strict,
+            max_payload_bytes=self.board.max_payload_bytes,
+            actor=None,
+        )
         self.outputs.append(new)
         return new
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 import anyio
@@ -59,9 +60,13 @@ class Daemon:
         self._stopping = False
         self._tg: TaskGroup | None = None
         self.board = Board(
-            connection.connect(settings.url), settings.board, url=settings.url, strict=settings.strict,
-            on_redis_error=self._redis_error, on_lease_expired=self._lease_expired,
-        )  # fmt: skip
+            connection.connect(settings.url),
+            settings.board,
+            url=settings.url,
+            strict=settings.strict,
+            on_redis_error=self._redis_error,
+            on_lease_expired=self._lease_expired,
+        )
 
     @property
     def ready(self) -> bool:
@@ -88,18 +93,22 @@ class Daemon:
                 if self.until_idle:
                     tg.start_soon(self._exit_when_idle)
                 self.running = True
-                log.info("daemon started", daemon=self.id, board=self.settings.board, url=self.board.url,
-                         agents=sorted(self.slots), http=self.http_url)  # fmt: skip
+                log.info(
+                    "daemon started",
+                    daemon=self.id,
+                    board=self.settings.board,
+                    url=self.board.url,
+                    agents=sorted(self.slots),
+                    http=self.http_url,
+                )
                 task_status.started()
                 await self._stop.wait()
                 await self._shutdown()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                try:
+                with suppress(BlackboardError):
                     await presence.leave(self.board, self.id)
-                except BlackboardError:
-                    pass
                 await self.board.close()
             log.info("daemon stopped", daemon=self.id)
 
@@ -151,8 +160,11 @@ class Daemon:
     def apply(self, plugin: plugins.Plugin) -> None:
         """Start a plugin's agents, draining the ones its previous version ran."""
         if plugin.ok:
-            taken = [a.spec.name for a in plugin.agents
-                     if a.spec.name in self.slots and self.slots[a.spec.name].source != plugin.source]  # fmt: skip
+            taken = [
+                a.spec.name
+                for a in plugin.agents
+                if a.spec.name in self.slots and self.slots[a.spec.name].source != plugin.source
+            ]
             names = [a.spec.name for a in plugin.agents]
             if taken:
                 plugin.error = f"agent name already used by another plugin: {', '.join(taken)}"
@@ -187,7 +199,7 @@ class Daemon:
         """Hot reload: a new or changed plugin file (re)starts its agents; a deleted one stops them."""
         from watchfiles import Change, awatch
 
-        folders = [f for f in self.settings.agents if f.is_dir()]
+        folders = [f for f in self.settings.agents if await anyio.Path(f).is_dir()]
         if not folders:
             return
         async for changes in awatch(*folders, stop_event=self._stop, debounce=200, step=50):
@@ -195,7 +207,7 @@ class Daemon:
                 path = Path(raw)
                 if path.suffix not in plugins.SUFFIXES or path.name.startswith((".", "_")):
                     continue
-                if change == Change.deleted or not path.exists():
+                if change == Change.deleted or not await anyio.Path(path).exists():
                     self.plugin_errors.pop(str(path), None)
                     self.remove(str(path))
                 else:
@@ -244,22 +256,36 @@ class Daemon:
                 stats = await self.board.stats()
                 for kind, ks in stats.kinds.items():
                     for status in Status:
-                        self.metrics.items.labels(self.settings.board, kind, status.value).set(ks.by_status.get(status, 0))
+                        self.metrics.items.labels(self.settings.board, kind, status.value).set(
+                            ks.by_status.get(status, 0)
+                        )
             except BlackboardError as e:
                 log.warning("presence update failed", error=str(e))
             await anyio.sleep(self.settings.presence_interval)
 
     def info(self) -> DaemonInfo:
         return DaemonInfo(
-            id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
-            beat_at=time.time(), ready=self.ready, http=self.http_url, plugin_errors=dict(self.plugin_errors),
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self.started_at,
+            beat_at=time.time(),
+            ready=self.ready,
+            http=self.http_url,
+            plugin_errors=dict(self.plugin_errors),
             agents=tuple(
-                AgentInfo(name=n, consumes=s.runner.spec.consumes, produces=s.runner.spec.produces,
-                          concurrency=s.runner.spec.concurrency, in_flight=s.runner.in_flight,
-                          completed=s.runner.completed, source=s.source)
+                AgentInfo(
+                    name=n,
+                    consumes=s.runner.spec.consumes,
+                    produces=s.runner.spec.produces,
+                    concurrency=s.runner.spec.concurrency,
+                    in_flight=s.runner.in_flight,
+                    completed=s.runner.completed,
+                    source=s.source,
+                )
                 for n, s in sorted(self.slots.items())
             ),
-        )  # fmt: skip
+        )
 
     async def _exit_when_idle(self) -> None:
         """For demos and batch runs: stop once the board has items and none is unfinished."""

@@ -17,9 +17,14 @@ from blackboard.board import Board
 from blackboard.models import TERMINAL_STATUSES, Event, Item, Status, TreeNode
 
 STATUS_STYLE = {
-    Status.DONE: "green", Status.CLAIMED: "yellow", Status.OPEN: "cyan", Status.WAITING: "blue",
-    Status.FAILED: "red", Status.DEAD: "bold red", Status.CANCELLED: "dim",
-}  # fmt: skip
+    Status.DONE: "green",
+    Status.CLAIMED: "yellow",
+    Status.OPEN: "cyan",
+    Status.WAITING: "blue",
+    Status.FAILED: "red",
+    Status.DEAD: "bold red",
+    Status.CANCELLED: "dim",
+}
 
 
 def took(item: Item) -> str:
@@ -81,6 +86,8 @@ async def follow_goal(
                     console.print("  " + escape(event_line(ev)), highlight=False)
             if tree is not None and not events:
                 return tree
-            if tree is None and (not events or any(e.root == goal_id and e.status in TERMINAL_STATUSES for e in events)):
+            if tree is None and (
+                not events or any(e.root == goal_id and e.status in TERMINAL_STATUSES for e in events)
+            ):
                 candidate = await board.tree(goal_id)
                 tree = candidate if finished(candidate) else None

@@ -49,7 +49,16 @@ if TYPE_CHECKING:
 
 MAX_BODY = 2 << 20
 EVENT_CURSOR_RE = re.compile(r"^\d{1,19}(-\d{1,19})?$")  # a Redis stream id (under 2**64)
-POST_FIELDS = ("priority", "parent", "after", "delay", "not_before", "max_attempts", "idempotency_key", "tags")
+POST_FIELDS = (
+    "priority",
+    "parent",
+    "after",
+    "delay",
+    "not_before",
+    "max_attempts",
+    "idempotency_key",
+    "tags",
+)
 
 schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "blackboard", "version": "1"}})
 
@@ -97,11 +106,14 @@ async def post_item(request: Request) -> Response:
     data = await read_json(request)
     unknown = set(data) - {"kind", "payload", *POST_FIELDS}
     if unknown:
-        raise InvalidInput(sorted(unknown)[0], f"unknown field; expected kind, payload, {', '.join(POST_FIELDS)}")
+        raise InvalidInput(
+            sorted(unknown)[0], f"unknown field; expected kind, payload, {', '.join(POST_FIELDS)}"
+        )
     if "kind" not in data:
         raise InvalidInput("kind", "required")
-    item = await d.board.post(data["kind"], data.get("payload"), actor="http",
-                              **{k: data[k] for k in POST_FIELDS if k in data})  # fmt: skip
+    item = await d.board.post(
+        data["kind"], data.get("payload"), actor="http", **{k: data[k] for k in POST_FIELDS if k in data}
+    )
     d.metrics.posted.labels(item.kind).inc()
     return JSONResponse(item.model_dump(mode="json"), status_code=201)
 
@@ -130,9 +142,13 @@ async def list_items(request: Request) -> Response:
     except ValueError:
         raise InvalidInput("limit", f"expected an integer, got {q['limit']!r}") from None
     page = await daemon_of(request).board.query(
-        kind=q.get("kind"), status=q.get("status"), root=q.get("root"), parent=q.get("parent"),
-        limit=limit, cursor=q.get("cursor"),
-    )  # fmt: skip
+        kind=q.get("kind"),
+        status=q.get("status"),
+        root=q.get("root"),
+        parent=q.get("parent"),
+        limit=limit,
+        cursor=q.get("cursor"),
+    )
     return JSONResponse(page.model_dump(mode="json"))
 
 

@@ -14,16 +14,26 @@ from blackboard.errors import InvalidInput
 BOARD_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 FIXED_NAMES = (
-    "meta", "kind", "items", "state", "results", "status", "waiting", "deps",
-    "children", "lineage", "counts", "idem", "events", "kinds",
-)  # fmt: skip
+    "meta",
+    "kind",
+    "items",
+    "state",
+    "results",
+    "status",
+    "waiting",
+    "deps",
+    "children",
+    "lineage",
+    "counts",
+    "idem",
+    "events",
+    "kinds",
+)
 
 
 def check_board_name(name: object) -> str:
     if not isinstance(name, str) or not BOARD_RE.match(name):
-        raise InvalidInput(
-            "board", f"expected 1-64 letters, digits, '_', '.' or '-', got {name!r}"
-        )
+        raise InvalidInput("board", f"expected 1-64 letters, digits, '_', '.' or '-', got {name!r}")
     return name
 
 

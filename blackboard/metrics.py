@@ -10,8 +10,26 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 HANDLER_BUCKETS = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600,
-)  # fmt: skip
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1200,
+    3600,
+)
 PICKUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600)
 
 
@@ -19,38 +37,75 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
         ka = ["kind", "agent"]
-        self.posted = Counter("blackboard_items_posted", "Items posted through this daemon.", ["kind"], registry=r)
-        self.claimed = Counter("blackboard_items_claimed", "Items claimed by this daemon's agents.", ka, registry=r)
+        self.posted = Counter(
+            "blackboard_items_posted", "Items posted through this daemon.", ["kind"], registry=r
+        )
+        self.claimed = Counter(
+            "blackboard_items_claimed", "Items claimed by this daemon's agents.", ka, registry=r
+        )
         self.completed = Counter("blackboard_items_completed", "Claims completed.", ka, registry=r)
-        self.failed = Counter("blackboard_items_failed", "Failed attempts (raised, timed out, bad result).", ka, registry=r)
-        self.dead = Counter("blackboard_items_dead", "Items dead-lettered by this daemon's agents.", ka, registry=r)
+        self.failed = Counter(
+            "blackboard_items_failed", "Failed attempts (raised, timed out, bad result).", ka, registry=r
+        )
+        self.dead = Counter(
+            "blackboard_items_dead", "Items dead-lettered by this daemon's agents.", ka, registry=r
+        )
         self.retries = Counter("blackboard_retries", "Failed attempts that will be retried.", ka, registry=r)
         self.fenced = Counter(
-            "blackboard_fencing_rejections", "Writes rejected because the claim was no longer current.", ka,
+            "blackboard_fencing_rejections",
+            "Writes rejected because the claim was no longer current.",
+            ka,
             registry=r,
-        )  # fmt: skip
+        )
         self.lease_expired = Counter(
-            "blackboard_lease_expirations", "Expired leases returned to open or dead by this daemon.", ["kind"],
+            "blackboard_lease_expirations",
+            "Expired leases returned to open or dead by this daemon.",
+            ["kind"],
             registry=r,
-        )  # fmt: skip
+        )
         self.reclaims = Counter(
             "blackboard_reclaims", "Claims of items whose previous lease had expired.", ["kind"], registry=r
         )
         self.handler_seconds = Histogram(
-            "blackboard_handler_duration_seconds", "Handler run time.", ka, buckets=HANDLER_BUCKETS, registry=r
+            "blackboard_handler_duration_seconds",
+            "Handler run time.",
+            ka,
+            buckets=HANDLER_BUCKETS,
+            registry=r,
         )
         self.pickup_seconds = Histogram(
-            "blackboard_pickup_latency_seconds", "From an item becoming claimable to its claim.", ["kind"],
-            buckets=PICKUP_BUCKETS, registry=r,
-        )  # fmt: skip
+            "blackboard_pickup_latency_seconds",
+            "From an item becoming claimable to its claim.",
+            ["kind"],
+            buckets=PICKUP_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge("blackboard_in_flight", "Handlers running now.", ["agent"], registry=r)
-        self.items = Gauge("blackboard_items", "Items on the board by kind and status.", ["board", "kind", "status"], registry=r)
-        self.live_agents = Gauge("blackboard_live_agents", "Agents alive on the board (all daemons).", ["board"], registry=r)
-        self.live_daemons = Gauge("blackboard_live_daemons", "Daemons alive on the board.", ["board"], registry=r)
+        self.items = Gauge(
+            "blackboard_items",
+            "Items on the board by kind and status.",
+            ["board", "kind", "status"],
+            registry=r,
+        )
+        self.live_agents = Gauge(
+            "blackboard_live_agents", "Agents alive on the board (all daemons).", ["board"], registry=r
+        )
+        self.live_daemons = Gauge(
+            "blackboard_live_daemons", "Daemons alive on the board.", ["board"], registry=r
+        )
         self.agents_loaded = Gauge("blackboard_agents_loaded", "Agents running in this daemon.", registry=r)
         self.plugin_errors = Counter(
-            "blackboard_plugin_load_errors", "Plugins that failed to import or validate.", ["plugin"], registry=r
+            "blackboard_plugin_load_errors",
+            "Plugins that failed to import or validate.",
+            ["plugin"],
+            registry=r,
         )
-        self.redis_errors = Counter("blackboard_redis_errors", "Redis commands that failed and were retried.", registry=r)
-        self.reconnects = Counter("blackboard_redis_reconnects", "Recoveries after Redis was unreachable.", registry=r)
-        self.ready = Gauge("blackboard_ready", "1 when the daemon can reach Redis and runs its agents.", registry=r)
+        self.redis_errors = Counter(
+            "blackboard_redis_errors", "Redis commands that failed and were retried.", registry=r
+        )
+        self.reconnects = Counter(
+            "blackboard_redis_reconnects", "Recoveries after Redis was unreachable.", registry=r
+        )
+        self.ready = Gauge(
+            "blackboard_ready", "1 when the daemon can reach Redis and runs its agents.", registry=r
+        )

@@ -56,10 +56,13 @@ def agents_in(module: ModuleType) -> list[Agent]:
         if isinstance(value, Agent):
             found.append(value)
         elif (
-            inspect.isclass(value) and issubclass(value, Agent) and value not in (Agent, FunctionAgent)
-            and value.__module__ == module.__name__ and not inspect.isabstract(value)
+            inspect.isclass(value)
+            and issubclass(value, Agent)
+            and value not in (Agent, FunctionAgent)
+            and value.__module__ == module.__name__
+            and not inspect.isabstract(value)
             and "consumes" in dir(value)
-        ):  # fmt: skip
+        ):
             found.append(value())
     for a in found:
         a.spec  # noqa: B018 - validate now, so a bad declaration is this plugin's error
@@ -138,9 +141,12 @@ def plugin_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(
-        p for p in folder.rglob("*")
-        if p.suffix in SUFFIXES and p.is_file() and not any(part.startswith((".", "_")) for part in p.parts[-1:])
-    )  # fmt: skip
+        p
+        for p in folder.rglob("*")
+        if p.suffix in SUFFIXES
+        and p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.parts[-1:])
+    )
 
 
 def load_entry_points() -> list[Plugin]:

@@ -114,9 +114,11 @@ def _encode_one(
     _check_refs(it, pre)
     payload = registry.validate(it.kind, it.payload, strict=strict, field=pre + "payload")
     extra = {
-        "after": list(it.after), "tags": list(it.tags), "created_by": actor,
+        "after": list(it.after),
+        "tags": list(it.tags),
+        "created_by": actor,
         "idempotency_key": it.idempotency_key,
-    }  # fmt: skip
+    }
     extra = {k: v for k, v in extra.items() if v}
     payload_json = dumps(payload, pre + "payload", max_payload_bytes)
     rest = "," + dumps(extra, pre + "payload")[1:] if extra else "}"

@@ -98,10 +98,12 @@ class BoardReader:
             members, nxt = await self._scan(key, [f"{parent or root}|"], cursor, limit)
             found = [it for it in await self.get_many([m.rsplit("|", 1)[1] for m in members]) if it]
             found = [
-                it for it in found
-                if (kind is None or it.kind == kind) and (st is None or it.status == st)
+                it
+                for it in found
+                if (kind is None or it.kind == kind)
+                and (st is None or it.status == st)
                 and (root is None or it.root == root)
-            ]  # fmt: skip
+            ]
             return Page(items=tuple(found), cursor=nxt)
         if st is not None:
             prefixes = [f"{st}|{kind}|" if kind else f"{st}|"]
@@ -174,7 +176,9 @@ class BoardReader:
 
         z = await self.retrying(sizes) if names else []
         out = {
-            k: KindStats(kind=k, by_status=by_kind[k], ready=z[3 * i], delayed=z[3 * i + 1], leased=z[3 * i + 2])
+            k: KindStats(
+                kind=k, by_status=by_kind[k], ready=z[3 * i], delayed=z[3 * i + 1], leased=z[3 * i + 2]
+            )
             for i, k in enumerate(names)
         }
         dead = sum(s.by_status.get(Status.DEAD, 0) for s in out.values())
@@ -196,10 +200,18 @@ class BoardReader:
             for eid, fields in entries:
                 f = {k.decode(): v.decode() for k, v in fields.items()}
                 cursor = eid.decode()
-                events.append(Event(
-                    cursor=cursor, type=f.pop("type"), id=f.pop("id"), kind=f.pop("kind"),
-                    status=Status(f.pop("status")), root=f.pop("root"), ts=int(f.pop("ts")), data=f,
-                ))  # fmt: skip
+                events.append(
+                    Event(
+                        cursor=cursor,
+                        type=f.pop("type"),
+                        id=f.pop("id"),
+                        kind=f.pop("kind"),
+                        status=Status(f.pop("status")),
+                        root=f.pop("root"),
+                        ts=int(f.pop("ts")),
+                        data=f,
+                    )
+                )
         return events, cursor
 
     async def events(self, since: str | None = None, *, root: str | None = None) -> AsyncIterator[Event]:

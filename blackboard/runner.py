@@ -133,7 +133,9 @@ class AgentRunner:
         if item.attempts > 1 and (item.error or "").startswith("lease expired"):
             self.metrics.reclaims.labels(item.kind).inc()
         if item.claimed_at and item.ready_at:
-            self.metrics.pickup_seconds.labels(item.kind).observe(max(0, item.claimed_at - item.ready_at) / 1000)
+            self.metrics.pickup_seconds.labels(item.kind).observe(
+                max(0, item.claimed_at - item.ready_at) / 1000
+            )
 
     # -- running a handler ------------------------------------------------------------------
 
@@ -168,7 +170,9 @@ class AgentRunner:
             self.running.pop(claim.id, None)
             self._notify()
 
-    async def _finish(self, running: _Running, ctx: Context, outcome: tuple[str, Any, float | None] | None) -> None:
+    async def _finish(
+        self, running: _Running, ctx: Context, outcome: tuple[str, Any, float | None] | None
+    ) -> None:
         claim = running.claim
         labels = (claim.item.kind, self.spec.name)
         try:

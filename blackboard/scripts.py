@@ -13,9 +13,17 @@ from importlib.resources import files
 from typing import Any
 
 OPERATIONS = (
-    "post", "claim", "heartbeat", "complete", "fail", "release", "reap", "cancel", "mark",
+    "post",
+    "claim",
+    "heartbeat",
+    "complete",
+    "fail",
+    "release",
+    "reap",
+    "cancel",
+    "mark",
     "requeue",
-)  # fmt: skip
+)
 
 
 @cache

@@ -30,10 +30,14 @@ class Settings(BaseSettings):
     url: str = Field("memory://", description="Board URL: memory://, redis://host:6379, redis+cluster://...")
     board: str = Field("default", description="Board name (a namespace in Redis).")
     agents: list[Path] = Field(default_factory=lambda: [Path("agents")], description="Agent plugin folders.")
-    entry_points: bool = Field(True, description="Also load agents from the 'blackboard.agents' entry points.")
+    entry_points: bool = Field(
+        True, description="Also load agents from the 'blackboard.agents' entry points."
+    )
     reload: bool = Field(True, description="Watch agent folders and hot-reload changed plugins.")
     grace: float = Field(30.0, ge=0, description="Seconds in-flight handlers get to finish on shutdown.")
-    host: str = Field("127.0.0.1", description="HTTP bind address; any other than loopback needs an API token.")
+    host: str = Field(
+        "127.0.0.1", description="HTTP bind address; any other than loopback needs an API token."
+    )
     port: int = Field(8420, ge=0, le=65535, description="HTTP port (0 picks a free one).")
     http: bool = Field(True, description="Serve the HTTP API, /metrics and health checks.")
     api_token: SecretStr | None = Field(None, description="Bearer token for the HTTP API.")
@@ -41,7 +45,9 @@ class Settings(BaseSettings):
     sweep: float = Field(5.0, gt=0, description="Longest an idle agent blocks before looking again.")
     presence_interval: float = Field(2.0, gt=0, description="Seconds between daemon heartbeats in Redis.")
     strict: bool = Field(False, description="Reject kinds with no registered schema.")
-    log_format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a TTY, else JSON.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a TTY, else JSON."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
     @field_validator("board")

@@ -16,8 +16,16 @@ def test_decorator_keeps_the_function_and_declares_a_spec() -> None:
         """Does the work."""
         return "ok"
 
-    assert worker.spec == AgentSpec(name="worker", consumes=("a.*",), produces=("b",), concurrency=4,
-                                    lease=10, timeout=5, batch=2, description="Does the work.")  # fmt: skip
+    assert worker.spec == AgentSpec(
+        name="worker",
+        consumes=("a.*",),
+        produces=("b",),
+        concurrency=4,
+        lease=10,
+        timeout=5,
+        batch=2,
+        description="Does the work.",
+    )
 
 
 def test_class_agents_declare_with_attributes() -> None:
@@ -58,7 +66,7 @@ async def test_context_posts_only_declared_kinds_and_checks_them_early(board: Bo
     ctx = Context(board, claim, spec)
     first = await ctx.post("note.text", {"n": 1})
     await ctx.post("note.text", {"n": 2}, after=[first.id])
-    with pytest.raises(InvalidInput, match="may post only \\['note.\\*'\\], not 'task'"):
+    with pytest.raises(InvalidInput, match=r"may post only \['note\.\*'\], not 'task'"):
         await ctx.post("task")
     with pytest.raises(InvalidInput, match="payload"):
         await ctx.post("note.text", {"bad": float("nan")})

@@ -68,22 +68,61 @@ BAD_POSTS = [
     ({"kind": "a..b"}, InvalidKind, "kind", "dot-separated"),
     ({"kind": "x" * 201}, InvalidKind, "kind", "at most 200"),
     ({"kind": "unknown.kind"}, UnknownKind, "kind", "strict"),
-    ({"kind": "research.task", "payload": {"question": 1, "depth": 1}}, SchemaViolation,
-     "payload.question", "string"),
+    (
+        {"kind": "research.task", "payload": {"question": 1, "depth": 1}},
+        SchemaViolation,
+        "payload.question",
+        "string",
+    ),
     ({"kind": "research.task", "payload": {"question": "q"}}, SchemaViolation, "payload.depth", "required"),
     ({"kind": "note", "payload": {"text": 5}}, SchemaViolation, "payload.text", "not of type"),
-    ({"kind": "note", "payload": {"text": "x" * 2000}}, PayloadTooLarge, "payload", "over the board's limit of 1000"),
-    ({"kind": "note", "payload": {"text": "x"}, "priority": -1}, InvalidInput, "priority", "greater than or equal"),
-    ({"kind": "note", "payload": {"text": "x"}, "priority": math.nan}, InvalidInput, "priority", "finite number"),
+    (
+        {"kind": "note", "payload": {"text": "x" * 2000}},
+        PayloadTooLarge,
+        "payload",
+        "over the board's limit of 1000",
+    ),
+    (
+        {"kind": "note", "payload": {"text": "x"}, "priority": -1},
+        InvalidInput,
+        "priority",
+        "greater than or equal",
+    ),
+    (
+        {"kind": "note", "payload": {"text": "x"}, "priority": math.nan},
+        InvalidInput,
+        "priority",
+        "finite number",
+    ),
     ({"kind": "note", "payload": {"text": "x"}, "delay": -5}, InvalidInput, "delay", ">= 0"),
     ({"kind": "note", "payload": {"text": "x"}, "delay": math.nan}, InvalidInput, "delay", "finite"),
-    ({"kind": "note", "payload": {"text": "x"}, "not_before": math.inf}, InvalidInput, "not_before", "finite"),
+    (
+        {"kind": "note", "payload": {"text": "x"}, "not_before": math.inf},
+        InvalidInput,
+        "not_before",
+        "finite",
+    ),
     ({"kind": "note", "payload": {"text": "x"}, "max_attempts": 0}, InvalidInput, "max_attempts", "greater"),
-    ({"kind": "note", "payload": {"text": "x"}, "after": ["no-such-item"]}, UnknownItem, "after", "no-such-item"),
-    ({"kind": "note", "payload": {"text": "x"}, "parent": "no-such-item"}, UnknownItem, "parent", "no-such-item"),
+    (
+        {"kind": "note", "payload": {"text": "x"}, "after": ["no-such-item"]},
+        UnknownItem,
+        "after",
+        "no-such-item",
+    ),
+    (
+        {"kind": "note", "payload": {"text": "x"}, "parent": "no-such-item"},
+        UnknownItem,
+        "parent",
+        "no-such-item",
+    ),
     ({"kind": "note", "payload": {"text": "x"}, "after": ["bad|id"]}, InvalidInput, "after[0]", "item id"),
     ({"kind": "note", "payload": {"text": "x"}, "after": ["same", "same"]}, InvalidInput, "after", "twice"),
-    ({"kind": "note", "payload": {"text": "x"}, "id": "me", "after": ["me"]}, DependencyCycle, "after[0]", "itself"),
+    (
+        {"kind": "note", "payload": {"text": "x"}, "id": "me", "after": ["me"]},
+        DependencyCycle,
+        "after[0]",
+        "itself",
+    ),
     ({"kind": "note", "payload": {"text": "x"}, "bogus": 1}, InvalidInput, "bogus", "Extra inputs"),
 ]
 
@@ -112,8 +151,12 @@ async def test_unserialisable_payload_on_an_open_board(board: Board) -> None:
 
 async def test_cycle_inside_a_batch_is_rejected_whole(board: Board) -> None:
     before = await snapshot(board)
-    batch = [NewItem(kind="k", id="a", after=("c",)), NewItem(kind="k", id="b", after=("a",)),
-             NewItem(kind="k", id="c", after=("b",)), NewItem(kind="k", id="fine")]  # fmt: skip
+    batch = [
+        NewItem(kind="k", id="a", after=("c",)),
+        NewItem(kind="k", id="b", after=("a",)),
+        NewItem(kind="k", id="c", after=("b",)),
+        NewItem(kind="k", id="fine"),
+    ]
     with pytest.raises(DependencyCycle, match="cycle: a -> c -> b -> a"):
         await board.post_many(batch)
     assert await snapshot(board) == before

@@ -19,7 +19,9 @@ async def test_cancel_goal_cancels_open_waiting_and_claimed_descendants(board: B
     grandchild = await board.post("deep", parent=queued.id)
     [claim] = await board.claim("w", ["step"])
     assert await board.cancel(goal.id, "user asked") == 4
-    statuses = {i.id: i.status for i in await board.get_many([running.id, queued.id, waiting.id, grandchild.id]) if i}
+    statuses = {
+        i.id: i.status for i in await board.get_many([running.id, queued.id, waiting.id, grandchild.id]) if i
+    }
     assert set(statuses.values()) == {Status.CANCELLED}
     assert (await board.get(goal.id)).status is Status.DONE  # finished work stays finished
     assert (await board.get(queued.id)).reason == "user asked"

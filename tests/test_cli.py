@@ -98,9 +98,13 @@ def subprocess_cli(
     *args: str, cwd: Path = ROOT, timeout: float = 30, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "blackboard", *args], cwd=cwd, env=env_with(**env),
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, "-m", "blackboard", *args],
+        cwd=cwd,
+        env=env_with(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # -- agents and a daemon in the test's event loop ---------------------------------------------
@@ -129,10 +133,20 @@ def quiet_logs() -> Iterator[None]:
 
 @asynccontextmanager
 async def running_daemon(url: str, name: str, agents: Sequence[Agent]) -> AsyncIterator[Daemon]:
-    settings = Settings.model_validate({
-        "url": url, "board": name, "port": 0, "http": False, "reload": False, "agents": [],
-        "entry_points": False, "presence_interval": 0.1, "grace": 2.0, "sweep": 0.5,
-    })  # fmt: skip
+    settings = Settings.model_validate(
+        {
+            "url": url,
+            "board": name,
+            "port": 0,
+            "http": False,
+            "reload": False,
+            "agents": [],
+            "entry_points": False,
+            "presence_interval": 0.1,
+            "grace": 2.0,
+            "sweep": 0.5,
+        }
+    )
     daemon = Daemon(settings, agents=agents)
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
@@ -265,10 +279,26 @@ async def test_post_wait_as_a_process_against_redis(redis_url: str, quiet_logs: 
     async with running_daemon(redis_url, name, [greet, note]):
         with anyio.fail_after(25):
             out = await anyio.run_process(
-                [sys.executable, "-m", "blackboard", "post", "hello.request", "--data", '{"name": "Cy"}',
-                 "--wait", "--timeout", "20", "--url", redis_url, "--board", name],
-                cwd=ROOT, env=env_with(), check=False,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "blackboard",
+                    "post",
+                    "hello.request",
+                    "--data",
+                    '{"name": "Cy"}',
+                    "--wait",
+                    "--timeout",
+                    "20",
+                    "--url",
+                    redis_url,
+                    "--board",
+                    name,
+                ],
+                cwd=ROOT,
+                env=env_with(),
+                check=False,
+            )
     text = out.stdout.decode()
     assert out.returncode == 0, out.stderr.decode()
     assert re.search(r"claimed\s+hello\.note\s+\S+ by notetaker", text)
@@ -577,9 +607,17 @@ def test_an_initialised_project_runs_its_example_agent(tmp_path: Path, redis_url
     goal = on(redis_url, name, lambda b: b.post("hello.request", {"name": "Ada"}))
 
     out = subprocess_cli(
-        "run", "--port", "0", "--until-idle", "--log-level", "info", cwd=project, timeout=40,
-        BLACKBOARD_URL=redis_url, BLACKBOARD_BOARD=name,
-    )  # fmt: skip
+        "run",
+        "--port",
+        "0",
+        "--until-idle",
+        "--log-level",
+        "info",
+        cwd=project,
+        timeout=40,
+        BLACKBOARD_URL=redis_url,
+        BLACKBOARD_BOARD=name,
+    )
     assert out.returncode == 0, out.stderr
     started = next(json.loads(line) for line in out.stderr.splitlines() if '"daemon started"' in line)
     assert started["agents"] == ["greeter", "notetaker"] and started["board"] == name
@@ -599,10 +637,19 @@ def test_run_help_documents_every_setting() -> None:
     assert r.exit_code == 0, r.output
     squashed = re.sub(r"\s+", "", r.stdout)
     flags = {
-        "url": "--url", "board": "--board", "agents": "--agents", "grace": "--grace", "host": "--host",
-        "port": "--port", "api_token": "--api-token", "http": "--http", "reload": "--reload",
-        "strict": "--strict", "log_format": "--log-format", "log_level": "--log-level",
-    }  # fmt: skip
+        "url": "--url",
+        "board": "--board",
+        "agents": "--agents",
+        "grace": "--grace",
+        "host": "--host",
+        "port": "--port",
+        "api_token": "--api-token",
+        "http": "--http",
+        "reload": "--reload",
+        "strict": "--strict",
+        "log_format": "--log-format",
+        "log_level": "--log-level",
+    }
     for field, flag in flags.items():
         assert re.search(rf"^\s+{flag}\b", r.stdout, re.M), flag
         description = Settings.model_fields[field].description
@@ -731,8 +778,12 @@ def test_watch_prints_a_goals_events_until_interrupted(redis_url: str) -> None:
     watch = ["watch", "--root", goal.id, "--json", "--url", redis_url, "--board", name]
     proc = subprocess.Popen(
         [sys.executable, "-m", "blackboard", *watch],
-        cwd=ROOT, env=env_with(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env_with(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: queue.Queue[str] = queue.Queue()
 
     def read() -> None:

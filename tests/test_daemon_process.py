@@ -83,12 +83,19 @@ async def nothing_claimed(board: Board) -> None:
 
 
 async def start_with_work(
-    server: RedisServer, spawn: Spawn, tmp_path: Path, board: Board, *, grace: float, n: int = 6,
+    server: RedisServer,
+    spawn: Spawn,
+    tmp_path: Path,
+    board: Board,
+    *,
+    grace: float,
+    n: int = 6,
     concurrency: int = 3,
-) -> tuple[DaemonProc, Gated, list[str], set[str]]:  # fmt: skip
+) -> tuple[DaemonProc, Gated, list[str], set[str]]:
     """A daemon whose gated agent holds `concurrency` of `n` posted items in flight."""
-    gated = gated_plugin(tmp_path / "agents", tmp_path, name="worker", kind=KIND, concurrency=concurrency,
-                         work=1.0)  # fmt: skip
+    gated = gated_plugin(
+        tmp_path / "agents", tmp_path, name="worker", kind=KIND, concurrency=concurrency, work=1.0
+    )
     d = spawn(server.url, board.name, [tmp_path / "agents"], grace=grace)
     await d.wait_ready()
     ids = [(await board.post(KIND, {"n": i})).id for i in range(n)]

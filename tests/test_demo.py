@@ -18,7 +18,9 @@ ROOT = Path(__file__).parent.parent
 @pytest.mark.timeout(60)
 def test_demo_fans_out_joins_and_exits_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(app, ["run", "--demo", "--until-idle", "--port", "0", "--log-level", "warning"])
+    result = CliRunner().invoke(
+        app, ["run", "--demo", "--until-idle", "--port", "0", "--log-level", "warning"]
+    )
     assert result.exit_code == 0, result.output
     out = result.output
     files = 1 + len(list((ROOT / "docs").glob("*.md")))
@@ -39,8 +41,11 @@ def test_demo_as_a_subprocess_in_a_fresh_folder(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("Leases fence writes. Leases expire. Tokens tokens tokens tokens.")
     out = subprocess.run(
         [sys.executable, "-m", "blackboard", "run", "--demo", "--until-idle", "--port", "0"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=50,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
     assert out.returncode == 0, out.stderr
     assert re.search(r"tokens\s+│\s+4", out.stdout) and re.search(r"leases\s+│\s+2", out.stdout)
     assert '"event": "daemon stopped"' in out.stderr  # JSON logs when not on a TTY

@@ -56,8 +56,10 @@ async def assert_fenced(board: Board, stale: Claim, status: Status) -> None:
     with pytest.raises(LeaseLost) as lost:
         await board.complete(stale, {"by": "the dead"})
     assert (lost.value.item_id, lost.value.token, lost.value.status) == (
-        stale.id, stale.token, status,
-    )  # fmt: skip
+        stale.id,
+        stale.token,
+        status,
+    )
     with pytest.raises(LeaseLost):
         await board.fail(stale, "late failure")
     with pytest.raises(LeaseLost):
@@ -78,8 +80,9 @@ async def test_killed_worker_item_is_reclaimed_and_its_late_writes_fenced(
         item = await board.post(KIND, {"job": 1})
         # Given a worker process that claimed the item and hangs in its handler
         out = tmp_path / "hung.out"
-        proc = spawn("hang", tmp_path / "hung.log", url=server.url, board=name, kind=KIND,
-                     out=out, lease=LEASE)  # fmt: skip
+        proc = spawn(
+            "hang", tmp_path / "hung.log", url=server.url, board=name, kind=KIND, out=out, lease=LEASE
+        )
         try:
             await wait_for(out.exists, 30, "the worker to claim the item")
             item_id, old_token = out.read_text().split()
@@ -110,9 +113,12 @@ async def test_killed_worker_item_is_reclaimed_and_its_late_writes_fenced(
         assert (done.status, done.attempts, done.result) == (Status.DONE, 2, {"by": "second"})
         events, _ = await board.read_events("0-0", count=10_000)
         assert [(ev.type, ev.data.get("actor")) for ev in events if ev.id == item.id] == [
-            ("posted", None), ("claimed", f"hung-{proc.pid}"), ("expired", "second"),
-            ("claimed", "second"), ("done", "second"),
-        ]  # fmt: skip
+            ("posted", None),
+            ("claimed", f"hung-{proc.pid}"),
+            ("expired", "second"),
+            ("claimed", "second"),
+            ("done", "second"),
+        ]
         # And its late writes after the completion change nothing either
         await assert_fenced(board, stale, Status.DONE)
         stats = await board.stats()

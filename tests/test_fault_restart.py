@@ -33,9 +33,14 @@ async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 async def drain(
-    board: Board, agent: str, *, lease: float = 30.0, n: int = 10,
-    out: list[str] | None = None, fenced: list[LeaseLost] | None = None,
-) -> list[str]:  # fmt: skip
+    board: Board,
+    agent: str,
+    *,
+    lease: float = 30.0,
+    n: int = 10,
+    out: list[str] | None = None,
+    fenced: list[LeaseLost] | None = None,
+) -> list[str]:
     """Claim and complete until nothing of KIND is open or claimed; the ids completed.
 
     Completed ids go to `out` as they happen; a refused completion goes to `fenced` (raises

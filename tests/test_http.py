@@ -39,9 +39,16 @@ ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 async def running(board_url: str, *agents: Agent, **overrides: Any) -> AsyncIterator[Daemon]:
     """A daemon on a fresh board, serving HTTP on a free port, stopped on the way out."""
     fields: dict[str, Any] = {
-        "url": board_url, "board": unique_board(), "port": 0, "reload": False, "agents": [],
-        "entry_points": False, "grace": 5.0, "sweep": 1.0, **overrides,
-    }  # fmt: skip
+        "url": board_url,
+        "board": unique_board(),
+        "port": 0,
+        "reload": False,
+        "agents": [],
+        "entry_points": False,
+        "grace": 5.0,
+        "sweep": 1.0,
+        **overrides,
+    }
     daemon = Daemon(Settings(**fields), agents=list(agents))
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
@@ -138,10 +145,17 @@ async def worker(item: Item, ctx: Context) -> str:
 
 async def test_post_returns_201_with_the_stored_item_and_get_reads_it(board_url: str) -> None:
     async with running(board_url) as d, client_for(d) as c:
-        r = await c.post("/v1/items", json={
-            "kind": "note.text", "payload": {"text": "hi"}, "priority": 7, "tags": ["a", "b"],
-            "max_attempts": 2, "idempotency_key": "k1",
-        })  # fmt: skip
+        r = await c.post(
+            "/v1/items",
+            json={
+                "kind": "note.text",
+                "payload": {"text": "hi"},
+                "priority": 7,
+                "tags": ["a", "b"],
+                "max_attempts": 2,
+                "idempotency_key": "k1",
+            },
+        )
         assert r.status_code == 201, r.text
         item = r.json()
         assert ULID_RE.match(item["id"])
@@ -333,22 +347,32 @@ BAD_POSTS: list[tuple[str, Any, int, str | None, str | None]] = [
     ("priority not a number", {"kind": "x.y", "priority": "high"}, 422, "priority", "InvalidInput"),
     ("negative delay", {"kind": "x.y", "delay": -1}, 422, "delay", "InvalidInput"),
     ("zero max_attempts", {"kind": "x.y", "max_attempts": 0}, 422, "max_attempts", "InvalidInput"),
-    ("schema violation", {"kind": "typed.doc", "payload": {"text": 5}}, 422, "payload.text",
-     "SchemaViolation"),
+    (
+        "schema violation",
+        {"kind": "typed.doc", "payload": {"text": 5}},
+        422,
+        "payload.text",
+        "SchemaViolation",
+    ),
     ("schema: missing key", {"kind": "typed.doc", "payload": {}}, 422, "payload", "SchemaViolation"),
     ("unknown after", {"kind": "x.y", "after": ["01J0000000000000000000ZZZZ"]}, 422, "after", "UnknownItem"),
     ("unknown parent", {"kind": "x.y", "parent": "01J0000000000000000000ZZZZ"}, 422, "parent", "UnknownItem"),
     ("malformed after id", {"kind": "x.y", "after": ["no spaces"]}, 422, "after[0]", "InvalidInput"),
     ("after listed twice", {"kind": "x.y", "after": ["A1", "A1"]}, 422, "after", "InvalidInput"),
     ("payload too large", {"kind": "x.y", "payload": "x" * (1 << 20)}, 422, "payload", "PayloadTooLarge"),
-]  # fmt: skip
+]
 
 
 async def test_bad_posts_get_422_naming_the_field_and_write_nothing(board_url: str) -> None:
     async with running(board_url) as d, client_for(d) as c:
-        await d.board.register_kind("typed.doc", {
-            "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"],
-        })  # fmt: skip
+        await d.board.register_kind(
+            "typed.doc",
+            {
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+            },
+        )
         existing = (await c.post("/v1/items", json={"kind": "x.y"})).json()
         before = await board_state(d)
         for case, body, status, field, type_ in BAD_POSTS:

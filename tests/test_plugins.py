@@ -9,7 +9,7 @@ import pytest
 
 from blackboard import plugins
 
-GOOD = '''
+GOOD = """
 from blackboard import Agent, agent
 
 @agent(consumes=["a"])
@@ -22,7 +22,7 @@ class Second(Agent):
 
     async def handle(self, item, ctx):
         return 2
-'''
+"""
 
 
 def test_py_plugin_yields_decorated_and_class_agents(tmp_path: Path) -> None:
@@ -49,8 +49,11 @@ def test_yaml_plugin_points_at_a_handler(tmp_path: Path) -> None:
         ("syntax.py", "def broken(:\n", "SyntaxError"),
         ("raises.py", "x = 1\nraise RuntimeError('boom')\n", "RuntimeError: boom (line 2)"),
         ("empty.py", "x = 1\n", "defines no agents"),
-        ("badspec.py", "from blackboard import agent\n@agent(consumes=[])\nasync def f(i, c): ...\n",
-         "consumes"),
+        (
+            "badspec.py",
+            "from blackboard import agent\n@agent(consumes=[])\nasync def f(i, c): ...\n",
+            "consumes",
+        ),
         ("nohandler.yaml", "name: x\nconsumes: [a]\n", "handler"),
         ("badfield.yaml", "name: x\nconsumes: [a]\nbogus: 1\nhandler: m:f\n", "bogus"),
         ("notmap.yaml", "- a\n", "expected a mapping"),
@@ -77,7 +80,9 @@ def test_entry_points_are_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     info = tmp_path / "ep_agents-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-agents\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[blackboard.agents]\nmine = ep_agents\nbroken = ep_agents:nothing\n")
+    (info / "entry_points.txt").write_text(
+        "[blackboard.agents]\nmine = ep_agents\nbroken = ep_agents:nothing\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     found = {p.source.split()[2]: p for p in plugins.load_entry_points()}
     assert sorted(a.spec.name for a in found["mine"].agents) == ["first", "second"]

@@ -12,9 +12,14 @@ pytestmark = pytest.mark.anyio
 
 async def test_post_then_get_round_trips_every_field(board: Board) -> None:
     item = await board.post(
-        "research.task", {"q": "why"}, priority=7, max_attempts=5, tags=("a", "b"),
-        idempotency_key="k1", actor="alice",
-    )  # fmt: skip
+        "research.task",
+        {"q": "why"},
+        priority=7,
+        max_attempts=5,
+        tags=("a", "b"),
+        idempotency_key="k1",
+        actor="alice",
+    )
     got = await board.get(item.id)
     assert got == item
     assert (got.kind, got.payload, got.priority, got.max_attempts) == ("research.task", {"q": "why"}, 7, 5)
@@ -48,8 +53,11 @@ async def test_same_id_posted_twice_is_written_once(board: Board) -> None:
 
 
 async def test_post_many_is_one_batch_with_in_batch_dependencies(board: Board) -> None:
-    items = [NewItem(kind="step", id="s1"), NewItem(kind="join", id="j", after=("s1", "s2")),
-             NewItem(kind="step", id="s2")]  # fmt: skip
+    items = [
+        NewItem(kind="step", id="s1"),
+        NewItem(kind="join", id="j", after=("s1", "s2")),
+        NewItem(kind="step", id="s2"),
+    ]
     posted = await board.post_many(items)
     assert [p.id for p in posted] == ["s1", "j", "s2"]
     assert [p.status for p in posted] == [Status.OPEN, Status.WAITING, Status.OPEN]

@@ -31,9 +31,12 @@ async def post_items(board: Board, n: int, kind: str = KIND) -> list[str]:
 
 
 async def assert_each_done_once(
-    board: Board, ids: list[str], completions: list[tuple[str, str]], lost: list[LeaseLost],
+    board: Board,
+    ids: list[str],
+    completions: list[tuple[str, str]],
+    lost: list[LeaseLost],
     kind: str,
-) -> None:  # fmt: skip
+) -> None:
     """No completion was refused, each item was completed once, and the board agrees."""
     assert lost == []
     done = Counter(item_id for item_id, _ in completions)
@@ -119,10 +122,20 @@ async def test_worker_processes_complete_each_item_once(redis_url: str, tmp_path
         outs = [tmp_path / f"w{i}.out" for i in range(4)]
         ready = [tmp_path / f"w{i}.ready" for i in range(4)]
         procs = [
-            spawn("drain", tmp_path / f"w{i}.log", url=redis_url, board=name, kind=KIND,
-                  out=outs[i], ready=ready[i], expect=ITEMS, batch=1 + 3 * i, lease=300)
+            spawn(
+                "drain",
+                tmp_path / f"w{i}.log",
+                url=redis_url,
+                board=name,
+                kind=KIND,
+                out=outs[i],
+                ready=ready[i],
+                expect=ITEMS,
+                batch=1 + 3 * i,
+                lease=300,
+            )
             for i in range(4)
-        ]  # fmt: skip
+        ]
         try:
             await wait_for(lambda: all(r.exists() for r in ready), 30, "workers to connect")
             # When 2,000 items are posted
@@ -130,8 +143,9 @@ async def test_worker_processes_complete_each_item_once(redis_url: str, tmp_path
             # (a worker that fails stops the wait: the others may never finish then)
             await wait_for(
                 lambda: all(p.poll() is not None for p in procs) or any(p.poll() for p in procs),
-                60, "the workers to drain the board",
-            )  # fmt: skip
+                60,
+                "the workers to drain the board",
+            )
             codes = [p.poll() for p in procs]
         finally:
             stop_all(procs)

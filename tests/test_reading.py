@@ -68,8 +68,10 @@ async def test_events_stream_every_state_change_in_order(board: Board) -> None:
     await board.complete(claim, None)
     events, _ = await board.read_events(since)
     assert [(e.type, e.id, e.status) for e in events] == [
-        ("posted", item.id, Status.OPEN), ("claimed", item.id, Status.CLAIMED), ("done", item.id, Status.DONE),
-    ]  # fmt: skip
+        ("posted", item.id, Status.OPEN),
+        ("claimed", item.id, Status.CLAIMED),
+        ("done", item.id, Status.DONE),
+    ]
     assert events[1].data["agent"] == "w"
 
 

@@ -36,9 +36,10 @@ def test_every_key_shares_the_board_hash_tag() -> None:
 
 def test_exports_match_all() -> None:
     exported = {
-        n for n in dir(blackboard)
+        n
+        for n in dir(blackboard)
         if not n.startswith("_") and not isinstance(getattr(blackboard, n), types.ModuleType)
-    }  # fmt: skip
+    }
     assert exported - {"annotations"} == set(blackboard.__all__)
     for name in blackboard.__all__:
         assert getattr(getattr(blackboard, name), "__module__", "blackboard").startswith("blackboard")

@@ -49,11 +49,13 @@ async def test_waiters_use_one_blocking_connection(redis_url: str) -> None:
 async def test_a_new_kind_interrupts_the_running_read(live_board: Board) -> None:
     board = live_board
     took: list[float] = []
+    woke = anyio.Event()
 
     async def late_waiter() -> None:
         start = time.monotonic()
         assert await board.wait_for_work(["second"], timeout=10)
         took.append(time.monotonic() - start)
+        woke.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(board.wait_for_work, ["first"], 5)  # becomes the leader, blocking on "first"
@@ -62,8 +64,7 @@ async def test_a_new_kind_interrupts_the_running_read(live_board: Board) -> None
         await anyio.wait_all_tasks_blocked()
         await board.post("second")
         with anyio.fail_after(5):
-            while not took:
-                await anyio.sleep(0.005)
+            await woke.wait()
         tg.cancel_scope.cancel()
     assert took[0] < 0.5  # well under the leader's 1 s block
 

@@ -99,8 +99,11 @@ def _git_revision() -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", root, "describe", "--always", "--dirty"],
-            capture_output=True, text=True, timeout=5, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None

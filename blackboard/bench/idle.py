@@ -146,10 +146,18 @@ async def bench_idle_cpu(url: str, scale: float, workers: int = 100) -> dict[str
     try:
         async with anyio.create_task_group() as tg:
             for i in range(workers):
-                tg.start_soon(partial(
-                    worker, board, f"idle-{i}", [f"bench.idle.w{i}"], handle,
-                    on_idle=on_idle(i), on_claim=on_claim, wait_timeout=wait_timeout,
-                ))  # fmt: skip
+                tg.start_soon(
+                    partial(
+                        worker,
+                        board,
+                        f"idle-{i}",
+                        [f"bench.idle.w{i}"],
+                        handle,
+                        on_idle=on_idle(i),
+                        on_claim=on_claim,
+                        wait_timeout=wait_timeout,
+                    )
+                )
             with anyio.fail_after(60):
                 await all_idle.wait()
             await _until_blocked(probe, (blocked_before or 0) + workers, timeout=10)
@@ -196,5 +204,3 @@ async def bench_idle_cpu(url: str, scale: float, workers: int = 100) -> dict[str
         "target": TARGETS["idle_cpu_100_workers"],
         "meets_target": meets,
     }
-
-

@@ -42,7 +42,6 @@ IDLE_CPU_LIMIT = 1.0  # percent of one core that counts as "~0%"
 _seq = itertools.count()
 
 
-
 def _progress(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -188,5 +187,3 @@ async def _post_n(board: Board, kind: str, n: int, batch: int, concurrency: int 
         for w in range(concurrency):
             tg.start_soon(poster, starts[w::concurrency])
     return time.perf_counter() - t0
-
-

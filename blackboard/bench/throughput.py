@@ -37,10 +37,13 @@ async def bench_post_and_drain(url: str, scale: float, want: set[str]) -> dict[s
         secs = await _post_n(board, "bench.queue", n, 500)
         if "post_rate" in want:
             out["post_rate"] = {
-                "items": n, "batch": 500, "seconds": round(secs, 3),
-                "items_per_s": round(n / secs, 1), "target": TARGETS["post_rate"],
+                "items": n,
+                "batch": 500,
+                "seconds": round(secs, 3),
+                "items_per_s": round(n / secs, 1),
+                "target": TARGETS["post_rate"],
                 "meets_target": None,
-            }  # fmt: skip
+            }
         if "drain_rate" in want:
             _progress(f"drain_rate: draining {n} items with claim(n=200) + complete_many")
             drained = 0
@@ -51,10 +54,13 @@ async def bench_post_and_drain(url: str, scale: float, want: set[str]) -> dict[s
             secs = time.perf_counter() - t0
             rate = drained / secs
             out["drain_rate"] = {
-                "items": drained, "batch": 200, "seconds": round(secs, 3),
-                "items_per_s": round(rate, 1), "target": TARGETS["drain_rate"],
+                "items": drained,
+                "batch": 200,
+                "seconds": round(secs, 3),
+                "items_per_s": round(rate, 1),
+                "target": TARGETS["drain_rate"],
                 "meets_target": rate >= 10_000,
-            }  # fmt: skip
+            }
     finally:
         await _drop(board)
     return out
@@ -101,9 +107,11 @@ async def bench_chain(url: str, scale: float) -> dict[str, Any]:
         await _drop(board)
     summary = _ms_summary(lat)
     return {
-        **summary, "warmup": warmup, "target": TARGETS["chain_3hop"],
+        **summary,
+        "warmup": warmup,
+        "target": TARGETS["chain_3hop"],
         "meets_target": summary["p50_ms"] <= 3,
-    }  # fmt: skip
+    }
 
 
 async def bench_pickup(url: str, scale: float) -> dict[str, Any]:
@@ -148,10 +156,11 @@ async def bench_pickup(url: str, scale: float) -> dict[str, Any]:
         await _drop(board)
     summary = _ms_summary(lat)
     return {
-        **summary, "warmup": warmup, "target": TARGETS["pickup_ms"],
+        **summary,
+        "warmup": warmup,
+        "target": TARGETS["pickup_ms"],
         "meets_target": summary["p50_ms"] <= 2,
-    }  # fmt: skip
-
+    }
 
 
 async def _claim_latencies(board: Board, kind: str, samples: int) -> tuple[list[float], list[float]]:
@@ -206,5 +215,3 @@ async def bench_claim_latency(url: str, scale: float) -> dict[str, Any]:
 
 
 # -- the whole run ------------------------------------------------------------------------
-
-

@@ -100,8 +100,9 @@ class Gated:
         # Records are written by rename, so a listed one is complete; '.x' temporaries are skipped.
         return {
             p.name.removesuffix(what): int(p.read_text())
-            for p in self.records.glob("*" + what) if not p.name.startswith(".")
-        }  # fmt: skip
+            for p in self.records.glob("*" + what)
+            if not p.name.startswith(".")
+        }
 
     def started(self) -> dict[str, int]:
         """'<item id>.<attempt>' -> pid, for every attempt that started."""
@@ -113,9 +114,16 @@ class Gated:
 
 
 def gated_plugin(
-    folder: Path, workdir: Path, *, name: str, kind: str, concurrency: int = 1, lease: float = 30.0,
-    work: float = 0.0, gate_open: bool = False,
-) -> Gated:  # fmt: skip
+    folder: Path,
+    workdir: Path,
+    *,
+    name: str,
+    kind: str,
+    concurrency: int = 1,
+    lease: float = 30.0,
+    work: float = 0.0,
+    gate_open: bool = False,
+) -> Gated:
     """Write `<folder>/<name>.py`: an agent that records attempts in `workdir` and waits for a gate."""
     records = workdir / f"{name}-records"
     records.mkdir(parents=True, exist_ok=True)
@@ -123,8 +131,15 @@ def gated_plugin(
     if gate_open:
         g.open()
     folder.mkdir(parents=True, exist_ok=True)
-    source = GATED_PLUGIN.format(records=str(records), gate=str(g.gate), name=name, kind=kind,
-                                 concurrency=concurrency, lease=lease, work=work)  # fmt: skip
+    source = GATED_PLUGIN.format(
+        records=str(records),
+        gate=str(g.gate),
+        name=name,
+        kind=kind,
+        concurrency=concurrency,
+        lease=lease,
+        work=work,
+    )
     write_atomically(folder / f"{name}.py", source)
     return g
 
@@ -159,21 +174,42 @@ class DaemonProc:
     def start(self) -> DaemonProc:
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", "blackboard", "run", "--url", self.url, "--board", self.board,
+            sys.executable,
+            "-m",
+            "blackboard",
+            "run",
+            "--url",
+            self.url,
+            "--board",
+            self.board,
             *(a for folder in self.agents for a in ("--agents", str(folder))),
-            "--grace", str(self.grace), "--port", str(self.port), "--log-format", "json",
+            "--grace",
+            str(self.grace),
+            "--port",
+            str(self.port),
+            "--log-format",
+            "json",
             "--reload" if self.reload else "--no-reload",
-        ]  # fmt: skip
+        ]
         # Hermetic: none of the caller's BLACKBOARD_* settings, no installed entry-point agents,
         # and a cwd without a blackboard.toml. Short intervals keep presence and reaping prompt.
         # Bytecode is written as in production (plugins get a __pycache__), whatever the caller's
         # PYTHONDONTWRITEBYTECODE says.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("BLACKBOARD_") and k != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
-        env.update({
-            "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "BLACKBOARD_ENTRY_POINTS": "false",
-            "BLACKBOARD_PRESENCE_INTERVAL": "0.2", "BLACKBOARD_REAP_INTERVAL": "0.5", **self.env,
-        })  # fmt: skip
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("BLACKBOARD_") and k != "PYTHONDONTWRITEBYTECODE"
+        }
+        env.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "PYTHONUNBUFFERED": "1",
+                "BLACKBOARD_ENTRY_POINTS": "false",
+                "BLACKBOARD_PRESENCE_INTERVAL": "0.2",
+                "BLACKBOARD_REAP_INTERVAL": "0.5",
+                **self.env,
+            }
+        )
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 argv, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -290,7 +326,8 @@ class DaemonProc:
         status, body = await self.get("/metrics")
         assert status == 200, body
         values = [
-            float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+            float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
             if line.startswith((name + " ", name + "{"))
-        ]  # fmt: skip
+        ]
         return sum(values) if values else None
