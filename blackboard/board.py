@@ -285,19 +285,25 @@ class Board(BoardReader):
 
     # -- finishing ------------------------------------------------------------------------
 
-    async def complete(self, claim: Claim, result: Any = None, outputs: Sequence[NewItem] = ()) -> list[Item]:
+    async def complete(
+        self, claim: Claim, result: Any = None, outputs: Sequence[NewItem] = (), *, fetch_outputs: bool = True
+    ) -> list[Item]:
         """Finish `claim` with `result`, posting `outputs` as its children. Returns the outputs.
 
         Output ids derive from the claim's item id and position, so repeating a completion (say
         after a lost reply) posts nothing twice. Raises `LeaseLost` if the claim is stale.
+        `fetch_outputs=False` skips reading the outputs back (one round trip less; returns []).
         """
-        outcome = (await self.complete_many([(claim, result, outputs)]))[0]
+        outcome = (await self.complete_many([(claim, result, outputs)], fetch_outputs=fetch_outputs))[0]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
-    async def complete_many(self, batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]]) -> list[Outcome]:
-        """Complete many claims in one step; each gets its outputs or its own exception."""
+    async def complete_many(
+        self, batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]], *, fetch_outputs: bool = True
+    ) -> list[Outcome]:
+        """Complete many claims in one step; each gets its outputs (with `fetch_outputs`; else
+        []) or its own exception."""
         done, kinds_used = [], []
         for i, (claim, result, outputs) in enumerate(batch):
             specs: list[dict[str, Any]] = []
@@ -324,11 +330,13 @@ class Board(BoardReader):
             self._scripts.complete, kinds_used, {"done": done}, batch[0][0].agent if batch else None
         )
         wanted = [p[0] for r in out["ok"] if isinstance(r.get("ok"), list) for p in r["ok"]]
-        fetched = {it.id: it for it in await self.get_many(wanted) if it is not None}
+        fetched = {it.id: it for it in await self.get_many(wanted) if it is not None} if fetch_outputs else {}
         results: list[Outcome] = []
         for (claim, _, _), r in zip(batch, out["ok"], strict=True):
             if "err" in r:
                 results.append(self._claim_error(claim, r))
+            elif not fetch_outputs:
+                results.append([])
             elif r["ok"] == "already":
                 results.append(list((await self.query(parent=claim.id, limit=10_000)).items))
             elif r["ok"]:  # outputs posted (an empty list may come back from cjson as {})

@@ -184,7 +184,7 @@ class AgentRunner:
             op, value, delay = outcome
             if op == "complete":
                 try:
-                    await self.board.complete(claim, value, ctx.outputs)
+                    await self.board.complete(claim, value, ctx.outputs, fetch_outputs=False)
                     self.metrics.completed.labels(*labels).inc()
                     for out in ctx.outputs:
                         self.metrics.posted.labels(out.kind).inc()

@@ -1,14 +1,16 @@
 """Wake-ups for idle claimers: one blocking read per board handle, however many agents wait.
 
-Every waiter registers the kinds it waits for. One of them at a time (the leader) runs
-`BLPOP` over the union of their kinds' wake lists plus this handle's control list, and wakes
-the waiters whose kind was signalled; when the leader's own wait ends, another waiter takes
-over. So 10,000 idle agents in one daemon hold one Redis connection, not 10,000, and an idle
-daemon makes one short blocking call at a time.
+Every waiter registers the kinds it waits for. One of them at a time (the leader) runs `BLPOP`
+over its watch list — the wake lists of the waiters' kinds plus this handle's control list — and
+wakes the waiters of the kind it popped; when the leader's own wait ends it hands the lead to one
+other waiter. So 10,000 idle agents in one daemon hold one Redis connection, not 10,000, and an
+idle daemon makes one short blocking call at a time.
 
-A waiter that arrives with a kind the running BLPOP doesn't cover pushes to the control list,
-which ends the BLPOP at once so the leader re-reads the kinds. A token that arrives while no one
-waits on its kind is remembered, so the next waiter on that kind does not sleep through it.
+A kind stays on the watch list for `LINGER` seconds after its last waiter left, because an agent
+that just finished an item is usually back within milliseconds; that saves restarting the BLPOP.
+A token popped for a kind nobody here waits on is pushed back to Redis (and the kind leaves the
+watch list), so another process waiting on that kind still gets it. A waiter whose kind is not on
+the watch list pushes to the control list, which ends the running BLPOP at once.
 """
 
 from __future__ import annotations
@@ -25,79 +27,89 @@ if TYPE_CHECKING:
 
 # Longest single BLPOP: bounds how late a leader notices that its own waiter timed out.
 LEADER_BLOCK = 1.0
+# How long a kind stays watched after its last waiter left.
+LINGER = 2.0
 
 
 class _Waiter:
     def __init__(self, kinds: Sequence[str]) -> None:
         self.kinds = frozenset(kinds)
         self.event = anyio.Event()
+        self.signalled = False  # set with the event when a token came; else the event means "lead"
 
 
 class Waker:
     def __init__(self, board: Board) -> None:
         self.board = board
+        self.prefix = f"{board.keys.tag}:wake:"
         self.control = f"{board.keys.tag}:wakectl:{os.getpid()}-{id(self)}"
         self.waiters: set[_Waiter] = set()
-        self.pending: set[str] = set()  # kinds signalled while nobody waited on them
-        self.leading = False
+        self.leader: _Waiter | None = None
         self.watching: frozenset[str] = frozenset()  # kinds of the BLPOP in flight
-        self._handover = anyio.Event()
+        self.last_wanted: dict[str, float] = {}  # kind -> when a waiter last wanted it
 
     async def wait(self, kinds: Sequence[str], timeout: float) -> bool:
         """Block until one of `kinds` is signalled (True) or `timeout` passes (False)."""
-        hit = self.pending.intersection(kinds)
-        if hit:
-            self.pending -= hit
-            return True
         me = _Waiter(kinds)
         self.waiters.add(me)
         deadline = time.monotonic() + timeout
         try:
-            if self.leading and not me.kinds <= self.watching:
-                await self._interrupt()
-            while not me.event.is_set() and time.monotonic() < deadline:
-                if self.leading:
-                    handover = self._handover
-                    with anyio.move_on_after(deadline - time.monotonic()):
-                        async with anyio.create_task_group() as tg:
-                            tg.start_soon(_cancel_when_set, me.event, tg.cancel_scope)
-                            await handover.wait()
-                            tg.cancel_scope.cancel()
-                else:
-                    await self._lead(me, deadline)
+            while True:
+                if self.leader is None:
+                    return await self._lead(me, deadline)
+                if not me.kinds <= self.watching:
+                    await self._interrupt()
+                with anyio.move_on_after(deadline - time.monotonic()):
+                    await me.event.wait()
+                if me.signalled or not me.event.is_set():
+                    return me.signalled  # a token came, or the time ran out
+                me.event = anyio.Event()  # handed the lead: loop and take it
         finally:
             self.waiters.discard(me)
-        return me.event.is_set()
+            now = time.monotonic()
+            for k in me.kinds:
+                self.last_wanted[k] = now
 
-    async def _lead(self, me: _Waiter, deadline: float) -> None:
-        self.leading = True
+    async def _lead(self, me: _Waiter, deadline: float) -> bool:
+        self.leader = me
         try:
-            while not me.event.is_set():
+            while not me.signalled:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return
-                self.watching = frozenset().union(*(w.kinds for w in self.waiters))
-                keys = [self.control, *(self.board.keys.wake(k) for k in sorted(self.watching))]
-                got = await self.board.retrying(
-                    lambda: self.board.redis.blpop(keys, timeout=max(0.01, min(remaining, LEADER_BLOCK)))  # noqa: B023
-                )
+                    return False
+                self.watching = self._watch_list()
+                keys = [self.control, *(self.prefix + k for k in sorted(self.watching))]
+                block = max(0.01, min(remaining, LEADER_BLOCK))
+                got = await self.board.retrying(lambda: self.board.redis.blpop(keys, timeout=block))  # noqa: B023
                 if got is not None:
-                    self._deliver(got[0].decode())
+                    await self._deliver(got[0].decode())
+            return True
         finally:
-            self.leading = False
+            self.leader = None
             self.watching = frozenset()
-            self._handover.set()
-            self._handover = anyio.Event()
+            successor = next(iter(self.waiters - {me}), None)
+            if successor is not None:
+                successor.event.set()  # not signalled: it takes the lead
 
-    def _deliver(self, key: str) -> None:
+    def _watch_list(self) -> frozenset[str]:
+        now = time.monotonic()
+        for k in [k for k, t in self.last_wanted.items() if now - t > LINGER]:
+            del self.last_wanted[k]
+        return frozenset(self.last_wanted).union(*(w.kinds for w in self.waiters))
+
+    async def _deliver(self, key: str) -> None:
         if key == self.control:
             return  # only there to end the BLPOP so the leader re-reads the kinds
-        kind = key[len(f"{self.board.keys.tag}:wake:") :]
+        kind = key[len(self.prefix) :]
         woken = [w for w in self.waiters if kind in w.kinds]
         for w in woken:
+            w.signalled = True
             w.event.set()
         if not woken:
-            self.pending.add(kind)
+            # Nobody here wants it now: give the token back for other processes, and stop
+            # watching the kind so the next BLPOP doesn't take it again.
+            self.last_wanted.pop(kind, None)
+            await self.board.retrying(lambda: self.board.redis.rpush(key, "1"))
 
     async def _interrupt(self) -> None:
         async def push() -> None:
@@ -107,8 +119,3 @@ class Waker:
                 await pipe.execute()
 
         await self.board.retrying(push)
-
-
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -148,3 +148,10 @@ async def test_ready_at_records_when_an_item_became_claimable(board: Board, cloc
     clock.advance(6)
     [claim] = await board.claim("w", ["k"])
     assert claim.item.ready_at == pytest.approx(clock.now * 1000, abs=2)
+
+
+async def test_complete_without_reading_outputs_back(board: Board) -> None:
+    await board.post("g")
+    [claim] = await board.claim("w", ["g"])
+    assert await board.complete(claim, 1, [NewItem(kind="x")], fetch_outputs=False) == []
+    assert (await board.stats()).kinds["x"].by_status == {Status.OPEN: 1}

@@ -76,13 +76,53 @@ async def test_a_post_before_anyone_waits_wakes_the_next_waiter_at_once(live_boa
     assert time.monotonic() - start < 0.5
 
 
-async def test_a_token_read_for_nobody_is_kept_for_the_next_waiter(live_board: Board) -> None:
-    waker = live_board.waker
-    waker._deliver(live_board.keys.wake("orphaned"))  # the leader read it; its waiter had gone
-    assert waker.pending == {"orphaned"}
+async def test_a_token_read_for_nobody_goes_back_to_redis(live_board: Board) -> None:
+    key = live_board.keys.wake("orphaned")
+    await live_board.waker._deliver(key)  # the leader read it; no waiter here wants it any more
+    assert await live_board.redis.llen(key) == 1  # so another process can still take it
     start = time.monotonic()
     assert await live_board.wait_for_work(["orphaned"], timeout=5)
-    assert time.monotonic() - start < 0.1 and waker.pending == set()
+    assert time.monotonic() - start < 0.5
+
+
+async def test_a_lingering_watch_does_not_steal_another_process_wakeup(board_url: str) -> None:
+    from tests.conftest import unique_board
+
+    name = unique_board()
+    here = await Board.connect(board_url, board=name)
+    there = await Board.connect(board_url, board=name)
+    try:
+        async with anyio.create_task_group() as tg:
+            # "here" waited on k.shared a moment ago, so its leader still watches it...
+            assert not await here.wait_for_work(["k.shared"], timeout=0.05)
+            tg.start_soon(here.wait_for_work, ["k.other"], 5)
+            await anyio.wait_all_tasks_blocked()
+            # ...while "there" (another process) waits on k.shared now.
+            start = time.monotonic()
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(there.wait_for_work, ["k.shared"], 5)
+                    await anyio.wait_all_tasks_blocked()
+                    await here.post("k.shared")
+            assert time.monotonic() - start < 1.0  # woken by the token, not by its timeout
+            tg.cancel_scope.cancel()
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def test_a_worker_coming_back_does_not_restart_the_read(live_board: Board) -> None:
+    board = live_board
+    assert not await board.wait_for_work(["again"], timeout=0.05)  # just finished an item
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(board.wait_for_work, ["other"], 3)  # a leader watching "other" and "again"
+        await anyio.wait_all_tasks_blocked()
+        interrupts = await board.redis.llen(board.waker.control)
+        tg.start_soon(board.wait_for_work, ["again"], 3)
+        await anyio.wait_all_tasks_blocked()
+        assert await board.redis.llen(board.waker.control) == interrupts == 0
+        assert "again" in board.waker.watching
+        tg.cancel_scope.cancel()
 
 
 async def test_timeout_without_a_signal(live_board: Board) -> None:

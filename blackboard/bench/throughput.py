@@ -75,7 +75,9 @@ async def bench_chain(url: str, scale: float) -> dict[str, Any]:
 
     def forward(next_kind: str) -> Handler:
         async def handle(c: Claim, _t: float) -> None:
-            await board.complete(c, None, [NewItem(kind=next_kind, payload=c.item.payload)])
+            await board.complete(
+                c, None, [NewItem(kind=next_kind, payload=c.item.payload)], fetch_outputs=False
+            )
 
         return handle
 
