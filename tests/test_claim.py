@@ -130,3 +130,9 @@ async def test_a_resent_claim_request_returns_the_same_claims_and_takes_nothing_
     await board.cancel(gone)
     replay = await board._run(board._scripts.claim, ["k"], args, "w", extra_keys=request)
     assert [raw.decode() for raw, _ in ids_tokens(replay)] == [kept]
+
+
+async def test_an_empty_claim_leaves_no_request_record(board: Board) -> None:
+    for _ in range(3):
+        assert await board.claim("idle", ["nothing.here"]) == []
+    assert [k async for k in board.redis.scan_iter(match=f"{board.keys.tag}:claimreq:*")] == []

@@ -72,7 +72,9 @@ for i = 1, math.min(ARGS.n, #cands) do
   claimed_item(out, id, kind)
   record[#record + 1] = id .. '=' .. st.token
 end
-redis.call('SET', K_REQUEST, table.concat(record, ','), 'EX', 300)
+if #record > 0 then  -- a claim that took nothing has nothing to strand: no record
+  redis.call('SET', K_REQUEST, table.concat(record, ','), 'EX', 300)
+end
 
 -- Chain the wake-up: if work is left, the next blocked claimer should look too.
 for _, k in ipairs(kinds) do
