@@ -143,6 +143,12 @@ def run(
     api_token: Annotated[str | None, typer.Option(help=_desc("api_token"))] = None,
     http: Annotated[bool | None, typer.Option("--http/--no-http", help=_desc("http"))] = None,
     reload: Annotated[bool | None, typer.Option("--reload/--no-reload", help=_desc("reload"))] = None,
+    entry_points: Annotated[
+        bool | None, typer.Option("--entry-points/--no-entry-points", help=_desc("entry_points"))
+    ] = None,
+    reap_interval: Annotated[float | None, typer.Option(help=_desc("reap_interval"))] = None,
+    sweep: Annotated[float | None, typer.Option(help=_desc("sweep"))] = None,
+    presence_interval: Annotated[float | None, typer.Option(help=_desc("presence_interval"))] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--open", help=_desc("strict"))] = None,
     log_format: Annotated[str | None, typer.Option(help=_desc("log_format"))] = None,
     log_level: Annotated[str | None, typer.Option(help=_desc("log_level"))] = None,
@@ -183,6 +189,10 @@ def run(
             strict=strict,
             log_format=log_format,
             log_level=log_level,
+            entry_points=entry_points,
+            reap_interval=reap_interval,
+            sweep=sweep,
+            presence_interval=presence_interval,
         )
     except ValidationError as e:
         first = e.errors()[0]

@@ -818,3 +818,12 @@ def test_watch_prints_a_goals_events_until_interrupted(redis_url: str) -> None:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+
+
+def test_run_help_has_a_flag_for_every_setting() -> None:
+    from blackboard.settings import Settings
+
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in Settings.model_fields:
+        assert "--" + name.replace("_", "-") in result.output, name
