@@ -92,7 +92,7 @@ class Board(BoardReader):
         return self
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await connection.close(self.redis)
 
     async def __aenter__(self) -> Board:
         return self

@@ -72,3 +72,11 @@ def connect(url: str) -> Any:
         nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, url)]
         return RedisCluster(startup_nodes=nodes, **_auth(parts.netloc), **common)
     raise InvalidURL("url", f"unsupported scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+
+
+async def close(client: Any) -> None:
+    """Close a client from `connect`, including a Sentinel client's connections to its sentinels."""
+    await client.aclose()
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()
