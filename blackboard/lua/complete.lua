@@ -7,10 +7,8 @@
 --   the parent id and index by the client, so a repeated completion never posts twice.
 -- Returns {ok = [per claim: {ok = [[id, status, existed]...]} | {ok = 'already'} | {err...}]}.
 -- A claim whose token is not current (lease expired and re-claimed, cancelled) writes nothing.
-local kinds = {}
+local kinds = item_kinds(ARGS.done)
 for _, c in ipairs(ARGS.done) do
-  local k = redis.call('HGET', K_KIND, c.id)
-  if k then kinds[#kinds + 1] = k end
   for _, p in ipairs(c.outputs) do kinds[#kinds + 1] = p.kind end
   dependant_kinds(c.id, kinds)
 end

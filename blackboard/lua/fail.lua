@@ -5,12 +5,7 @@
 -- ARGS: {failed = [{id, token, error, delay = ms, dead = bool}]}; the client computes the
 --   backoff (with jitter); the script decides retry or dead from attempts and max_attempts.
 -- Returns {ok = [per claim: {ok = status} | {ok = 'already'} | {err...}]}.
-local kinds = {}
-for _, c in ipairs(ARGS.failed) do
-  local k = redis.call('HGET', K_KIND, c.id)
-  if k then kinds[#kinds + 1] = k end
-end
-local need = missing_kinds(kinds)
+local need = missing_kinds(item_kinds(ARGS.failed))
 if need then return reply({needkinds = need}) end
 
 local out = {}

@@ -3,12 +3,7 @@
 --   writes state and the kind's leased set.
 -- ARGS: {lease_ms, held = [{id, token}]}
 -- Returns {ok = [new deadline ms, or {err = 'stale'|'not_found', ...}] per held claim}.
-local kinds = {}
-for _, c in ipairs(ARGS.held) do
-  local k = redis.call('HGET', K_KIND, c.id)
-  if k then kinds[#kinds + 1] = k end
-end
-local need = missing_kinds(kinds)
+local need = missing_kinds(item_kinds(ARGS.held))
 if need then return reply({needkinds = need}) end
 
 local out = {}

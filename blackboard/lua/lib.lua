@@ -58,6 +58,16 @@ end
 
 local function reply(t) return cjson.encode(t) end
 
+-- Kinds of the items named in `list` (ids, or tables with an `id`), appended to `out`.
+local function item_kinds(list, out)
+  out = out or {}
+  for _, x in ipairs(list) do
+    local k = redis.call('HGET', K_KIND, type(x) == 'table' and x.id or x)
+    if k then out[#out + 1] = k end
+  end
+  return out
+end
+
 local function get_state(id)
   local raw = redis.call('HGET', K_STATE, id)
   if not raw then return nil end

@@ -3,12 +3,7 @@
 --   writes state, status, counts, events, the kind's leased and ready sets, wake.
 -- ARGS: {released = [{id, token}]}
 -- Returns {ok = [per claim: {ok = 'open'} | {err...}]}.
-local kinds = {}
-for _, c in ipairs(ARGS.released) do
-  local k = redis.call('HGET', K_KIND, c.id)
-  if k then kinds[#kinds + 1] = k end
-end
-local need = missing_kinds(kinds)
+local need = missing_kinds(item_kinds(ARGS.released))
 if need then return reply({needkinds = need}) end
 
 local out = {}

@@ -3,12 +3,7 @@
 --   writes state, status, counts, events, the kind's ready set and wake.
 -- ARGS: {ids = [...]}
 -- Returns {ok = [per id: {ok = 'open'} | {err = 'not_dead'|'not_found', id, status}]}.
-local kinds = {}
-for _, id in ipairs(ARGS.ids) do
-  local k = redis.call('HGET', K_KIND, id)
-  if k then kinds[#kinds + 1] = k end
-end
-local need = missing_kinds(kinds)
+local need = missing_kinds(item_kinds(ARGS.ids))
 if need then return reply({needkinds = need}) end
 
 local out = {}
