@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,9 +40,7 @@ from hypothesis.stateful import (
 from blackboard import Backoff, Board, Claim, InvalidState, Item, LeaseLost
 from blackboard.ids import child_id
 from tests.conftest import FakeClock, unique_board
-from tests.support import redis_server
 from tests.support.invariants import TERMINAL, check_raw, read_raw, snapshot
-from tests.support.redis_server import RedisServer
 
 KINDS = ("alpha", "beta.task", "gamma")
 AGENT = "prop-agent"
@@ -625,23 +622,6 @@ def _compare(i: str, m: MItem, state: dict[str, Any], idx: dict[str, dict[str, f
 # -- the tests ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def module_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    redis_server.require()
-    server = RedisServer(tmp_path_factory.mktemp("redis-property")).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return f"memory://property-{os.getpid()}"
-    return str(request.getfixturevalue("module_redis_url"))
-
-
 def _settings(url: str) -> settings:
     memory = url.startswith("memory://")
     return settings(
@@ -655,6 +635,7 @@ def _settings(url: str) -> settings:
 # Passing runs take ~10 s; the headroom lets hypothesis finish shrinking a failure (it caps
 # shrinking at 300 s) and print the minimal failing sequence instead of being killed midway.
 @pytest.mark.timeout(420)
-def test_board_state_machine(url: str) -> None:
+def test_board_state_machine(board_url: str) -> None:
+    url = board_url
     with start_blocking_portal() as portal:
         run_state_machine_as_test(lambda: BoardMachine(portal, url), settings=_settings(url))
