@@ -62,10 +62,31 @@ def _desc(name: str) -> str:
     return Settings.model_fields[name].description or ""
 
 
+def _expected(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one board error or timeout a task-group error is about, if that is all it holds."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(e.exceptions)
+        else:
+            leaves.append(e)
+    if len(leaves) == 1 and isinstance(leaves[0], BlackboardError | TimeoutError):
+        return leaves[0]
+    return None
+
+
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine; turn board errors into a one-line message and exit code."""
     try:
-        return anyio.run(fn)
+        try:
+            return anyio.run(fn)
+        except BaseExceptionGroup as group:  # raised inside a task group (the daemon's, say)
+            leaf = _expected(group)
+            if leaf is None:
+                raise
+            raise leaf from None
     except InvalidInput as e:
         err.print(f"error: {e}")
         raise typer.Exit(2) from None

@@ -287,7 +287,11 @@ async def serve(daemon: Daemon, *, task_status: TaskStatus[None] = anyio.TASK_ST
     s = daemon.settings
     sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((s.host, s.port))  # fails here, at startup, if the port is taken
+    try:
+        sock.bind((s.host, s.port))  # fails here, at startup, if the port is taken
+    except OSError as e:
+        sock.close()
+        raise InvalidInput("port", f"cannot listen on {s.host}:{s.port}: {e.strerror or e}") from None
     host, port = sock.getsockname()[:2]
     daemon.http_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     config = uvicorn.Config(create_app(daemon), log_config=None, access_log=False, lifespan="off")

@@ -827,3 +827,18 @@ def test_run_help_has_a_flag_for_every_setting() -> None:
     assert result.exit_code == 0
     for name in Settings.model_fields:
         assert "--" + name.replace("_", "-") in result.output, name
+
+
+def test_run_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            app, ["run", "--port", str(port), "--agents", str(tmp_path), "--no-reload"]
+        )
+    assert result.exit_code == 2
+    assert f"error: port: cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
