@@ -1,0 +1,138 @@
+"""`blackboard run` (the daemon, and its demo) and `blackboard init`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.table import Table
+
+from blackboard.cli.common import _desc, app, console, err, run_async
+
+
+@app.command()
+def run(
+    url: Annotated[str | None, typer.Option("--url", "--redis", help=_desc("url"))] = None,
+    board: Annotated[str | None, typer.Option(help=_desc("board"))] = None,
+    agents: Annotated[
+        list[Path] | None, typer.Option("--agents", help=_desc("agents") + " Repeatable.")
+    ] = None,
+    grace: Annotated[float | None, typer.Option(help=_desc("grace"))] = None,
+    host: Annotated[str | None, typer.Option(help=_desc("host"))] = None,
+    port: Annotated[int | None, typer.Option(help=_desc("port"))] = None,
+    api_token: Annotated[str | None, typer.Option(help=_desc("api_token"))] = None,
+    http: Annotated[bool | None, typer.Option("--http/--no-http", help=_desc("http"))] = None,
+    reload: Annotated[bool | None, typer.Option("--reload/--no-reload", help=_desc("reload"))] = None,
+    entry_points: Annotated[
+        bool | None, typer.Option("--entry-points/--no-entry-points", help=_desc("entry_points"))
+    ] = None,
+    reap_interval: Annotated[float | None, typer.Option(help=_desc("reap_interval"))] = None,
+    sweep: Annotated[float | None, typer.Option(help=_desc("sweep"))] = None,
+    presence_interval: Annotated[float | None, typer.Option(help=_desc("presence_interval"))] = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--open", help=_desc("strict"))] = None,
+    log_format: Annotated[str | None, typer.Option(help=_desc("log_format"))] = None,
+    log_level: Annotated[str | None, typer.Option(help=_desc("log_level"))] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Config file (default ./blackboard.toml if present).")
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="Post the word-count demo goal over README.md and docs/*.md and show it run.")
+    ] = False,
+    until_idle: Annotated[bool, typer.Option(help="Exit once the board has no unfinished items.")] = False,
+) -> None:
+    """Run the daemon: load agent plugins, claim and run work, serve HTTP, until SIGTERM/SIGINT.
+
+    Settings come from these flags, then BLACKBOARD_* environment variables (e.g.
+    BLACKBOARD_URL, BLACKBOARD_GRACE), then blackboard.toml.
+    """
+    from pydantic import ValidationError
+
+    from blackboard import logs
+    from blackboard.daemon import Daemon, check_bind
+    from blackboard.settings import load_settings
+
+    if config is not None and not config.is_file():
+        err.print(f"error: --config: no such file: {config}")
+        raise typer.Exit(2)
+    try:
+        settings = load_settings(
+            config,
+            url=url,
+            board=board,
+            agents=agents,
+            grace=grace,
+            host=host,
+            port=port,
+            api_token=api_token,
+            http=http,
+            reload=reload,
+            strict=strict,
+            log_format=log_format,
+            log_level=log_level,
+            entry_points=entry_points,
+            reap_interval=reap_interval,
+            sweep=sweep,
+            presence_interval=presence_interval,
+        )
+    except ValidationError as e:
+        first = e.errors()[0]
+        err.print(f"error: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_format, settings.log_level)
+
+    async def main() -> None:
+        check_bind(settings)
+        daemon = Daemon(settings, until_idle=until_idle)
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            if demo:
+                tg.start_soon(run_demo, daemon)
+
+    run_async(main)
+
+
+def demo_files(root: Path) -> list[str]:
+    """The docs the demo counts: README.md and docs/*.md under `root`."""
+    return [str(p) for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.is_file()]
+
+
+async def run_demo(daemon: Any) -> None:
+    from blackboard.display import final_item, follow_goal, render_tree
+
+    if "planner" not in daemon.slots:
+        err.print("error: --demo needs the stock agents (agents/wordcount.py); run it from a checkout")
+        daemon.stop()
+        return
+    files = demo_files(Path.cwd())
+    goal = await daemon.board.post("wordcount.goal", {"files": files, "top": 10}, actor="demo")
+    console.print(f"posted goal {goal.id}: count the words of {len(files)} files")
+    tree = await follow_goal(daemon.board, goal.id, console, timeout=120)
+    console.print(render_tree(tree))
+    table = Table("word", "count", title="most frequent words", min_width=30)
+    for word, n in final_item(tree).result["top"]:
+        table.add_row(word, str(n))
+    console.print(table)
+    if daemon.http_url and not daemon.until_idle:
+        console.print(f"still serving on {daemon.http_url}; try: curl -s {daemon.http_url}/v1/stats")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")],
+) -> None:
+    """Scaffold a project: blackboard.toml, agents/ with an example agent, policies/."""
+    from blackboard.scaffold import scaffold
+
+    try:
+        written = scaffold(directory)
+    except FileExistsError as e:
+        err.print(f"error: {e} already exists; nothing was written")
+        raise typer.Exit(1) from None
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"next: cd {directory} && blackboard run")
+
+
+# -- working with a board ---------------------------------------------------------------------
