@@ -28,6 +28,16 @@ from blackboard.board import Board
 from blackboard.models import Claim, NewItem
 
 
+def _latency_report(seconds: list[float], warmup: int, metric: str, *, p50_limit_ms: float) -> dict[str, Any]:
+    summary = _ms_summary(seconds)
+    return {
+        **summary,
+        "warmup": warmup,
+        "target": TARGETS[metric],
+        "meets_target": summary["p50_ms"] <= p50_limit_ms,
+    }
+
+
 async def bench_post_and_drain(url: str, scale: float, want: set[str]) -> dict[str, Any]:
     n = max(10, int(50_000 * scale))
     board = await _fresh_board(url, "queue")
@@ -107,13 +117,7 @@ async def bench_chain(url: str, scale: float) -> dict[str, Any]:
             tg.cancel_scope.cancel()
     finally:
         await _drop(board)
-    summary = _ms_summary(lat)
-    return {
-        **summary,
-        "warmup": warmup,
-        "target": TARGETS["chain_3hop"],
-        "meets_target": summary["p50_ms"] <= 3,
-    }
+    return _latency_report(lat, warmup, "chain_3hop", p50_limit_ms=3)
 
 
 async def bench_pickup(url: str, scale: float) -> dict[str, Any]:
@@ -156,13 +160,7 @@ async def bench_pickup(url: str, scale: float) -> dict[str, Any]:
             tg.cancel_scope.cancel()
     finally:
         await _drop(board)
-    summary = _ms_summary(lat)
-    return {
-        **summary,
-        "warmup": warmup,
-        "target": TARGETS["pickup_ms"],
-        "meets_target": summary["p50_ms"] <= 2,
-    }
+    return _latency_report(lat, warmup, "pickup_ms", p50_limit_ms=2)
 
 
 async def _claim_latencies(board: Board, kind: str, samples: int) -> tuple[list[float], list[float]]:
