@@ -6,8 +6,6 @@ view of a goal shows the same facts.
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 from rich.console import Console
 from rich.markup import escape
@@ -51,10 +49,6 @@ def render_tree(node: TreeNode, tree: Tree | None = None) -> Tree:
     for child in node.children:
         render_tree(child, branch)
     return branch
-
-
-def tree_json(node: TreeNode) -> dict[str, Any]:
-    return {"item": node.item.model_dump(mode="json"), "children": [tree_json(c) for c in node.children]}
 
 
 def event_line(ev: Event) -> str:

@@ -42,7 +42,6 @@ from starlette.schemas import SchemaGenerator
 
 from blackboard import posting, presence
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
-from blackboard.models import TreeNode
 
 if TYPE_CHECKING:
     from blackboard.daemon import Daemon
@@ -161,17 +160,14 @@ async def cancel_item(request: Request) -> Response:
     return JSONResponse({"cancelled": n})
 
 
-def tree_json(node: TreeNode) -> dict[str, Any]:
-    return {"item": node.item.model_dump(mode="json"), "children": [tree_json(c) for c in node.children]}
-
-
 async def goal_tree(request: Request) -> Response:
     """
     summary: A goal's lineage tree
     responses: {200: {description: "{item, children: [...]}"}, 404: {description: no such item}}
     """
     posting.check_id(request.path_params["id"], "id")
-    return JSONResponse(tree_json(await daemon_of(request).board.tree(request.path_params["id"])))
+    tree = await daemon_of(request).board.tree(request.path_params["id"])
+    return JSONResponse(tree.model_dump(mode="json"))  # the same data `blackboard trace --json` prints
 
 
 async def events(request: Request) -> Response:

@@ -121,12 +121,12 @@ def show(item_id: str, url: Url = "memory://", board: BoardName = "default", as_
 @app.command()
 def trace(item_id: str, url: Url = "memory://", board: BoardName = "default", as_json: Json = False) -> None:
     """Show the lineage tree under an item (a goal's whole tree) with statuses and timings."""
-    from blackboard.display import render_tree, tree_json
+    from blackboard.display import render_tree
 
     async def main() -> None:
         async with await connect(url, board) as b:
             tree = await b.tree(item_id)
-        echo_json(tree_json(tree)) if as_json else console.print(render_tree(tree))
+        echo_json(tree.model_dump(mode="json")) if as_json else console.print(render_tree(tree))
 
     run_async(main)
 
