@@ -211,13 +211,7 @@ class Board(BoardReader):
         )
         out = await self._run(self._scripts.post, (s["kind"] for s in specs), {"items": specs}, actor)
         if "err" in out:
-            bad = specs[out["index"]]
-            what = "parent" if out["err"] == "unknown_parent" else "after"
-            where = f"{field}[{items.index(next(i for i in items if i.id == bad['id']))}]."
-            raise UnknownItem(
-                (where if len(items) > 1 else "") + what,
-                f"no item with id {out['id']!r} on board {self.name!r}; post it first",
-            )
+            raise self._unknown_item(out, specs, items, field if len(items) > 1 else None)
         # out["ok"] follows the specs' order; an existing idempotency key maps to another id.
         by_spec = {spec["id"]: res for spec, res in zip(specs, out["ok"], strict=True)}
         return [by_spec[it.id] for it in items]
@@ -304,11 +298,14 @@ class Board(BoardReader):
     ) -> list[Outcome]:
         """Complete many claims in one step; each gets its outputs (with `fetch_outputs`; else
         []) or its own exception."""
-        done, kinds_used = [], []
+        done: list[dict[str, Any]] = []
+        kinds_used: list[str] = []
+        new_outputs: list[list[NewItem]] = []
         for i, (claim, result, outputs) in enumerate(batch):
             specs: list[dict[str, Any]] = []
-            if outputs:
-                outs = posting.with_ids([self._as_new(o) for o in outputs], parent=claim.id)
+            outs = posting.with_ids([self._as_new(o) for o in outputs], parent=claim.id)
+            new_outputs.append(outs)
+            if outs:
                 specs = posting.encode_batch(
                     outs,
                     self.registry,
@@ -332,9 +329,11 @@ class Board(BoardReader):
         wanted = [p[0] for r in out["ok"] if isinstance(r.get("ok"), list) for p in r["ok"]]
         fetched = {it.id: it for it in await self.get_many(wanted) if it is not None} if fetch_outputs else {}
         results: list[Outcome] = []
-        for (claim, _, _), r in zip(batch, out["ok"], strict=True):
-            if "err" in r:
-                results.append(self._claim_error(claim, r))
+        for (claim, _, _), r, sent, outs in zip(batch, out["ok"], done, new_outputs, strict=True):
+            if r.get("err") in ("stale", "not_found"):
+                results.append(self._lost(claim, r))
+            elif "err" in r:
+                results.append(self._unknown_item(r, sent["outputs"], outs, "outputs"))
             elif not fetch_outputs:
                 results.append([])
             elif r["ok"] == "already":
@@ -345,11 +344,17 @@ class Board(BoardReader):
                 results.append([])
         return results
 
-    def _claim_error(self, claim: Claim, r: dict[str, Any]) -> BaseException:
-        if r["err"] in ("stale", "not_found"):
-            return self._lost(claim, r)
-        what = "parent" if r["err"] == "unknown_parent" else "after"
-        return UnknownItem(f"outputs[{r['index']}].{what}", f"no item with id {r['id']!r}")
+    def _unknown_item(
+        self, err: dict[str, Any], specs: list[dict[str, Any]], items: Sequence[NewItem], field: str | None
+    ) -> UnknownItem:
+        """The script's unknown parent/dependency error, naming the item by its place in the call
+        (`err["index"]` counts the specs, which are sorted so dependencies come first)."""
+        what = "parent" if err["err"] == "unknown_parent" else "after"
+        position = [it.id for it in items].index(specs[err["index"]]["id"])
+        return UnknownItem(
+            f"{field}[{position}].{what}" if field else what,
+            f"no item with id {err['id']!r} on board {self.name!r}; post it first",
+        )
 
     @staticmethod
     def _as_new(o: NewItem | dict[str, Any]) -> NewItem:

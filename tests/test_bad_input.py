@@ -212,3 +212,18 @@ async def test_malformed_urls(url: str) -> None:
 async def test_bad_board_names(name: str) -> None:
     with pytest.raises(InvalidInput, match="board"):
         await Board.connect("memory://", board=name)
+
+
+async def test_bad_output_is_named_by_its_place_in_the_call(board: Board) -> None:
+    await board.post("g")
+    [claim] = await board.claim("w", ["g"])
+    before = await snapshot(board)
+    # outputs[1] is sorted ahead of outputs[0] (which waits on it) before the script sees them
+    outputs = [
+        NewItem(kind="k", id="late", after=("first",)),
+        NewItem(kind="k", id="first", after=("ghost",)),
+    ]
+    with pytest.raises(UnknownItem) as caught:
+        await board.complete(claim, None, outputs)
+    assert caught.value.field == "outputs[1].after" and "ghost" in str(caught.value)
+    assert await snapshot(board) == before
