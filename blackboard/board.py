@@ -32,8 +32,8 @@ from blackboard.errors import (
     UnknownItem,
 )
 from blackboard.keys import Keyspace
-from blackboard.kinds import KindRegistry, Schema
-from blackboard.models import Claim, Item, NewItem, Status
+from blackboard.kinds import KindRegistry, Schema, check_kind
+from blackboard.models import Claim, Item, ModelCall, NewItem, Status
 from blackboard.reading import BoardReader
 from blackboard.scripts import Scripts
 from blackboard.waker import Waker
@@ -280,24 +280,37 @@ class Board(BoardReader):
     # -- finishing ------------------------------------------------------------------------
 
     async def complete(
-        self, claim: Claim, result: Any = None, outputs: Sequence[NewItem] = (), *, fetch_outputs: bool = True
+        self,
+        claim: Claim,
+        result: Any = None,
+        outputs: Sequence[NewItem] = (),
+        *,
+        fetch_outputs: bool = True,
+        usage: Sequence[ModelCall] = (),
     ) -> list[Item]:
         """Finish `claim` with `result`, posting `outputs` as its children. Returns the outputs.
 
         Output ids derive from the claim's item id and position, so repeating a completion (say
         after a lost reply) posts nothing twice. Raises `LeaseLost` if the claim is stale.
         `fetch_outputs=False` skips reading the outputs back (one round trip less; returns []).
+        `usage`: model calls made for this attempt, recorded on the item and its goal's totals.
         """
-        outcome = (await self.complete_many([(claim, result, outputs)], fetch_outputs=fetch_outputs))[0]
+        outcome = (
+            await self.complete_many([(claim, result, outputs)], fetch_outputs=fetch_outputs, usage=[usage])
+        )[0]
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     async def complete_many(
-        self, batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]], *, fetch_outputs: bool = True
+        self,
+        batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]],
+        *,
+        fetch_outputs: bool = True,
+        usage: Sequence[Sequence[ModelCall]] = (),
     ) -> list[Outcome]:
         """Complete many claims in one step; each gets its outputs (with `fetch_outputs`; else
-        []) or its own exception."""
+        []) or its own exception. `usage[i]` are the model calls of `batch[i]`, if any."""
         done: list[dict[str, Any]] = []
         kinds_used: list[str] = []
         new_outputs: list[list[NewItem]] = []
@@ -322,6 +335,8 @@ class Board(BoardReader):
                     "result": dumps(result, "result" if len(batch) == 1 else f"batch[{i}].result"),
                 }
             )
+            if i < len(usage) and usage[i]:
+                done[-1]["usage"] = _calls(usage[i])
             kinds_used += [claim.item.kind, *(s["kind"] for s in specs)]
         out = await self._run(
             self._scripts.complete, kinds_used, {"done": done}, batch[0][0].agent if batch else None
@@ -360,11 +375,19 @@ class Board(BoardReader):
     def _as_new(o: NewItem | dict[str, Any]) -> NewItem:
         return o if isinstance(o, NewItem) else posting.new_item("outputs", **o)
 
-    async def fail(self, claim: Claim, error: str, retry: bool | float | None = None) -> Status:
+    async def fail(
+        self,
+        claim: Claim,
+        error: str,
+        retry: bool | float | None = None,
+        *,
+        usage: Sequence[ModelCall] = (),
+    ) -> Status:
         """Record a failed attempt. Returns the item's new status.
 
         `retry`: None retries with the board's backoff while attempts remain; a number retries
-        after that many seconds (attempts still count); False dead-letters now.
+        after that many seconds (attempts still count); False dead-letters now. `usage`: model
+        calls the attempt made (a failed attempt's tokens are spent all the same).
         """
         if retry is None or retry is True:
             delay = self.backoff.delay(claim.item.attempts)
@@ -385,6 +408,8 @@ class Board(BoardReader):
                 }
             ]
         }
+        if usage:
+            args["failed"][0]["usage"] = _calls(usage)
         r = (await self._run(self._scripts.fail, [claim.item.kind], args, claim.agent))["ok"][0]
         if "err" in r:
             raise self._lost(claim, r)
@@ -453,3 +478,22 @@ class Board(BoardReader):
             if "err" in r:
                 raise InvalidState(r["id"], r["status"], "dead")
         return len(out["ok"])
+
+    # -- guards -----------------------------------------------------------------------------
+
+    async def guard(self, kind: str, review_kind: str) -> None:
+        """From now on, every item of `kind` waits for a review item of `review_kind` (posted
+        with it, atomically) to be done before it can be claimed. A critic consumes those."""
+        check_kind(kind, "kind")
+        check_kind(review_kind, "review_kind")
+        if review_kind == kind:
+            raise InvalidInput("review_kind", "expected a kind other than the guarded one")
+        await self.retrying(lambda: self.redis.hset(self.keys.guards, kind, review_kind))
+
+    async def unguard(self, kind: str) -> None:
+        """Items of `kind` posted from now on are claimable without review."""
+        await self.retrying(lambda: self.redis.hdel(self.keys.guards, kind))
+
+
+def _calls(calls: Sequence[ModelCall]) -> list[dict[str, Any]]:
+    return [c.model_dump(mode="json", exclude_defaults=True) | {"model": c.model} for c in calls]

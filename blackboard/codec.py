@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from blackboard.errors import InvalidInput, PayloadTooLarge
-from blackboard.models import Item, Status
+from blackboard.models import Item, ModelCall, Status
 
 # State fields that map onto Item fields under another name; the rest of the state that Item
 # does not know (mark order key, last token, ...) stays internal.
@@ -48,9 +48,15 @@ def dumps(value: Any, field: str, limit: int | None = None) -> str:
 
 
 def decode_item(
-    item_id: str, kind: str | bytes, doc: str | bytes, state: str | bytes, result: Any = None
+    item_id: str,
+    kind: str | bytes,
+    doc: str | bytes,
+    state: str | bytes,
+    result: Any = None,
+    usage: str | bytes | None = None,
 ) -> Item:
-    """Build an Item from the stored doc and state (and the raw result of a done item)."""
+    """Build an Item from the stored doc and state (and the raw result of a done item, and the
+    model calls recorded for it)."""
     d = json.loads(doc)
     s = json.loads(state)
     data: dict[str, Any] = {"id": item_id, "kind": kind if isinstance(kind, str) else kind.decode()}
@@ -65,6 +71,8 @@ def decode_item(
             data[dst] = value
     if result is not None:
         data["result"] = json.loads(result)
+    if usage is not None:
+        data["usage"] = tuple(ModelCall.model_validate(c) for c in json.loads(usage))
     # Trusted data written by our own scripts: construct without re-validating (hot path).
     data["status"] = Status(data["status"])
     for name in ("after", "tags"):

@@ -28,6 +28,9 @@ FIXED_NAMES = (
     "idem",
     "events",
     "kinds",
+    "guards",
+    "usage",
+    "totals",
 )
 
 

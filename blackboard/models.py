@@ -35,6 +35,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ModelCall(_Frozen):
+    """One model (LLM) call made while handling an item, as recorded on the item."""
+
+    model: str
+    agent: str | None = None
+    attempt: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None  # USD, litellm's price; None when the model has no known price
+    latency_ms: float = 0.0
+    error: str | None = None  # set when the call failed or its answer was invalid
+    tools: tuple[str, ...] = ()  # tools the model called (refused ones are prefixed with '!')
+    at: int = 0  # ms since the epoch
+
+
+class UsageTotals(_Frozen):
+    """Sums over model calls: of a goal (all its items), or of one model within it."""
+
+    calls: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    by_model: dict[str, UsageTotals] = Field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
 class Item(_Frozen):
     """One entry on a board: an immutable payload with a mutable status."""
 
@@ -67,6 +98,7 @@ class Item(_Frozen):
     ready_at: int | None = None  # when it last became claimable
     claimed_at: int | None = None
     finished_at: int | None = None
+    usage: tuple[ModelCall, ...] = ()  # model calls made for it, over all attempts
 
     @property
     def is_goal(self) -> bool:

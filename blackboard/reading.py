@@ -25,6 +25,7 @@ from blackboard.models import (
     Stats,
     Status,
     TreeNode,
+    UsageTotals,
 )
 
 T = TypeVar("T")
@@ -38,6 +39,10 @@ def _status(value: str) -> Status:
         raise InvalidInput(
             "status", f"{value!r} is not a status; expected one of {', '.join(Status)}"
         ) from None
+
+
+def _text(v: str | bytes) -> str:
+    return v if isinstance(v, str) else v.decode()
 
 
 class BoardReader:
@@ -63,13 +68,13 @@ class BoardReader:
 
         async def read() -> list[Any]:
             async with self.redis.pipeline(transaction=True) as pipe:
-                for key in (k.kind, k.items, k.state, k.results):
+                for key in (k.kind, k.items, k.state, k.results, k.usage):
                     pipe.hmget(key, list(ids))
                 return list(await pipe.execute())
 
-        kind, docs, states, results = await self.retrying(read)
+        kind, docs, states, results, usage = await self.retrying(read)
         return [
-            decode_item(i, kind[n], docs[n], states[n], results[n]) if kind[n] is not None else None
+            decode_item(i, kind[n], docs[n], states[n], results[n], usage[n]) if kind[n] is not None else None
             for n, i in enumerate(ids)
         ]
 
@@ -154,6 +159,16 @@ class BoardReader:
             return TreeNode(item=it, children=tuple(node(c) for c in kids))
 
         return node(top)
+
+    async def usage(self, root: str) -> UsageTotals:
+        """Model usage totals of the goal `root` (every call on any of its items, all attempts)."""
+        raw = await self.retrying(lambda: self.redis.hget(self.keys.totals, root))
+        return UsageTotals.model_validate_json(raw) if raw else UsageTotals()
+
+    async def guards(self) -> dict[str, str]:
+        """Guarded kinds and the review kind a critic takes their items under."""
+        raw = await self.retrying(lambda: self.redis.hgetall(self.keys.guards))
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     async def stats(self) -> Stats:
         """Counts by kind and status, and the sizes of each kind's claim indexes."""

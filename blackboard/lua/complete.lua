@@ -3,13 +3,13 @@
 --   each output's kind and each waiting dependant's kind.
 --   writes state, results, status, counts, events, the kind's leased set; outputs as post.lua;
 --   opens dependants whose last dependency this was (waiting, deps, ready/delayed, wake).
--- ARGS: {done = [{id, token, result, outputs = [post spec...]}]}; output ids are derived from
---   the parent id and index by the client, so a repeated completion never posts twice.
+-- ARGS: {done = [{id, token, result, outputs = [post spec...], usage = [model call...]?}]};
+--   output ids are derived from the parent id and index by the client, so a repeated completion never posts twice.
 -- Returns {ok = [per claim: {ok = [[id, status, existed]...]} | {ok = 'already'} | {err...}]}.
 -- A claim whose token is not current (lease expired and re-claimed, cancelled) writes nothing.
 local kinds = item_kinds(ARGS.done)
 for _, c in ipairs(ARGS.done) do
-  for _, p in ipairs(c.outputs) do kinds[#kinds + 1] = p.kind end
+  post_kinds(c.outputs, kinds)
   dependant_kinds(c.id, kinds)
 end
 local need = missing_kinds(kinds)
@@ -30,6 +30,7 @@ for i, c in ipairs(ARGS.done) do
       clear_lease(st)
       st.finished_at = NOW
       redis.call('HSET', K_RESULTS, c.id, c.result)
+      add_usage(c.id, st.root, c.usage)
       put_state(c.id, st)
       emit('done', c.id, kind, st)
       local posted = {}

@@ -2,8 +2,8 @@
 -- KEYS: the fixed board keys (lib.lua) + ready/delayed/leased/wake of each failed item's kind.
 --   writes state, status, counts, events, the kind's leased and delayed/ready sets; a dead item
 --   cancels its waiting dependants (waiting, deps).
--- ARGS: {failed = [{id, token, error, delay = ms, dead = bool}]}; the client computes the
---   backoff (with jitter); the script decides retry or dead from attempts and max_attempts.
+-- ARGS: {failed = [{id, token, error, delay = ms, dead = bool, usage = [model call...]?}]};
+--   the client computes the backoff (with jitter); the script decides retry or dead from attempts and max_attempts.
 -- Returns {ok = [per claim: {ok = status} | {ok = 'already'} | {err...}]}.
 local need = missing_kinds(item_kinds(ARGS.failed))
 if need then return reply({needkinds = need}) end
@@ -14,6 +14,7 @@ for i, c in ipairs(ARGS.failed) do
   if holds(st, c) then
     local kind = redis.call('HGET', K_KIND, c.id)
     st.last_token, st.last_op = c.token, 'fail'
+    add_usage(c.id, st.root, c.usage)
     if c.dead or st.attempts >= st.max_attempts then
       kill(c.id, kind, st, c.error)
     else

@@ -15,6 +15,9 @@
 --   KEYS[12] idem      hash    idempotency key -> id
 --   KEYS[13] events    stream  state changes, capped
 --   KEYS[14] kinds     set     every kind ever posted
+--   KEYS[15] guards    hash    guarded kind -> review kind (a critic reviews its items first)
+--   KEYS[16] usage     hash    id -> JSON list of model calls made for the item (all attempts)
+--   KEYS[17] totals    hash    root -> JSON usage totals of the goal (calls, tokens, cost, by model)
 --   then per kind k: ready zset (claim order), delayed zset (due ms), leased zset (deadline ms),
 --   wake list (a token that blocked claimers BLPOP on).
 -- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s}
@@ -26,7 +29,8 @@
 local K_META, K_KIND, K_ITEMS, K_STATE, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_STATUS, K_WAITING, K_DEPS, K_CHILDREN, K_LINEAGE = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local K_COUNTS, K_IDEM, K_EVENTS, K_KINDS = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
-local NFIXED = 14
+local K_GUARDS, K_USAGE, K_TOTALS = KEYS[15], KEYS[16], KEYS[17]
+local NFIXED = 17
 
 local CTX = cjson.decode(ARGV[1])
 local ARGS = cjson.decode(ARGV[2])
@@ -292,6 +296,12 @@ local function post_one(p)
       redis.call('ZADD', K_DEPS, 0, d .. '|' .. p.id)
     end
   end
+  local review_kind = not p.reviewed and not dead_dep and redis.call('HGET', K_GUARDS, p.kind)
+  local review_id = p.id .. ':review'
+  if review_kind then -- a critic reviews it first: it waits on its own review item
+    pending = pending + 1
+    redis.call('ZADD', K_DEPS, 0, review_id .. '|' .. p.id)
+  end
   st.pending = pending
 
   if dead_dep then
@@ -306,14 +316,49 @@ local function post_one(p)
   end
   put_state(p.id, st)
   emit('posted', p.id, p.kind, st)
+  if review_kind then -- a sibling, so cancelling a rejected item leaves its review be
+    post_one({id = review_id, kind = review_kind, parent = p.parent or p.id, reviewed = true,
+              priority = p.priority, max_attempts = p.max_attempts,
+              doc = cjson.encode({payload = {target = p.id, kind = p.kind}, created_by = 'guard'})})
+  end
   return {p.id, st.status, false}
 end
 
--- Kinds a post batch touches: the specs' own.
-local function post_kinds(specs)
-  local out = {}
-  for _, p in ipairs(specs) do out[#out + 1] = p.kind end
+-- Kinds a post batch touches: the specs' own, and the review kinds of guarded ones.
+local function post_kinds(specs, out)
+  out = out or {}
+  for _, p in ipairs(specs) do
+    out[#out + 1] = p.kind
+    local review_kind = redis.call('HGET', K_GUARDS, p.kind)
+    if review_kind then out[#out + 1] = review_kind end
+  end
   return out
+end
+
+-- Record model calls made for an item (any attempt) on it and in its goal's totals.
+local function add_usage(id, root, calls)
+  if not calls or #calls == 0 then return end
+  local raw = redis.call('HGET', K_USAGE, id)
+  local list = raw and cjson.decode(raw) or {}
+  raw = redis.call('HGET', K_TOTALS, root)
+  local t = raw and cjson.decode(raw) or {by_model = {}}
+  local function add(into, c)
+    into.calls = (into.calls or 0) + 1
+    into.errors = (into.errors or 0) + (c.error and 1 or 0)
+    into.prompt_tokens = (into.prompt_tokens or 0) + (c.prompt_tokens or 0)
+    into.completion_tokens = (into.completion_tokens or 0) + (c.completion_tokens or 0)
+    into.cost = (into.cost or 0) + (c.cost or 0)
+    into.latency_ms = (into.latency_ms or 0) + (c.latency_ms or 0)
+  end
+  for _, c in ipairs(calls) do
+    list[#list + 1] = c
+    add(t, c)
+    local m = t.by_model[c.model] or {}
+    add(m, c)
+    t.by_model[c.model] = m
+  end
+  redis.call('HSET', K_USAGE, id, cjson.encode(list))
+  redis.call('HSET', K_TOTALS, root, cjson.encode(t))
 end
 
 -- A dependency of these items is done: count it off and open those with nothing left to wait for.
