@@ -19,7 +19,9 @@ from blackboard.kinds import check_pattern
 from blackboard.models import Item
 
 if TYPE_CHECKING:
+    from blackboard.board import Board
     from blackboard.context import Context
+    from blackboard.settings import Settings
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
@@ -30,6 +32,14 @@ class Retry(BlackboardError):
     def __init__(self, delay: float, reason: str = "retry requested") -> None:
         self.delay, self.reason = delay, reason
         super().__init__(f"{reason} (retry in {delay}s)")
+
+
+class Fail(BlackboardError):
+    """Raise from a handler to fail this attempt for good: the item is dead-lettered now."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class AgentSpec(BaseModel):
@@ -105,6 +115,10 @@ class Agent:
             fields.setdefault("description", (type(self).__doc__ or "").strip().split("\n")[0])
             self._spec = spec_from(fields, type(self).__name__)
         return self._spec
+
+    async def setup(self, board: Board, settings: Settings | None) -> None:
+        """Called once by the runner before the first claim (e.g. to read deployment settings
+        or register something on the board). Raising keeps the agent from running."""
 
     async def handle(self, item: Item, ctx: Context) -> Any:
         raise NotImplementedError

@@ -16,17 +16,21 @@ from blackboard import ids, posting
 from blackboard.agents import AgentSpec
 from blackboard.board import Board
 from blackboard.errors import InvalidInput
-from blackboard.models import Claim, Item, NewItem, Page
+from blackboard.metrics import Metrics
+from blackboard.models import Claim, Item, ModelCall, NewItem, Page
 
 
 class Context:
     """Passed to `handle(item, ctx)`. One per claim."""
 
-    def __init__(self, board: Board, claim: Claim, spec: AgentSpec) -> None:
+    def __init__(self, board: Board, claim: Claim, spec: AgentSpec, metrics: Metrics | None = None) -> None:
         self.board = board
         self.claim = claim
         self.spec = spec
+        self.metrics = metrics
         self.outputs: list[NewItem] = []
+        # Model calls of this attempt; recorded on the item with the outcome, success or not.
+        self.usage: list[ModelCall] = []
         self.log = structlog.get_logger("blackboard.agent").bind(
             agent=spec.name,
             item_id=claim.id,

@@ -179,7 +179,9 @@ class Daemon:
         self.remove(plugin.source)
         assert self._tg is not None
         for agent in plugin.agents:
-            runner = AgentRunner(self.board, agent, self.metrics, sweep=self.settings.sweep)
+            runner = AgentRunner(
+                self.board, agent, self.metrics, sweep=self.settings.sweep, settings=self.settings
+            )
             self.slots[agent.spec.name] = _Slot(runner, plugin.source)
             self._tg.start_soon(runner.run)
         self.metrics.agents_loaded.set(len(self.slots))

@@ -70,5 +70,9 @@ class Keyspace:
         t = self.tag
         return (f"{t}:ready:{kind}", f"{t}:delayed:{kind}", f"{t}:leased:{kind}", f"{t}:wake:{kind}")
 
+    def ratelimit(self, model: str) -> str:
+        """Hash holding one model's shared request/token buckets (see lua/ratelimit.lua)."""
+        return f"{self.tag}:ratelimit:{model}"
+
     def wake(self, kind: str) -> str:
         return f"{self.tag}:wake:{kind}"

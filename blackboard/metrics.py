@@ -7,7 +7,11 @@ board's own counts (the same on every daemon of a board); aggregate them with `m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from blackboard.models import ModelCall
 
 HANDLER_BUCKETS = (
     0.001,
@@ -109,3 +113,43 @@ class Metrics:
         self.ready = Gauge(
             "blackboard_ready", "1 when the daemon can reach Redis and runs its agents.", registry=r
         )
+        am = ["agent", "model"]
+        self.llm_requests = Counter(
+            "blackboard_llm_requests", "Model calls, by outcome (ok or error).", [*am, "outcome"], registry=r
+        )
+        self.llm_tokens = Counter(
+            "blackboard_llm_tokens",
+            "Tokens used by model calls, by type (prompt, completion).",
+            [*am, "type"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "blackboard_llm_cost_usd", "Cost of model calls (litellm's prices).", am, registry=r
+        )
+        self.llm_latency = Histogram(
+            "blackboard_llm_latency_seconds",
+            "Latency of one model call.",
+            am,
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80),
+        )
+        self.llm_rate_limited = Counter(
+            "blackboard_llm_rate_limited", "429 answers that made a model cool down.", ["model"], registry=r
+        )
+        self.llm_tool_calls = Counter(
+            "blackboard_llm_tool_calls",
+            "Tools models asked for, by outcome (called, refused).",
+            ["agent", "tool", "outcome"],
+            registry=r,
+        )
+
+    def count_model_calls(self, agent: str, calls: Sequence[ModelCall]) -> None:
+        """Count one attempt's model calls by agent and model."""
+        for c in calls:
+            labels = (agent, c.model)
+            self.llm_requests.labels(*labels, "error" if c.error else "ok").inc()
+            self.llm_tokens.labels(*labels, "prompt").inc(c.prompt_tokens)
+            self.llm_tokens.labels(*labels, "completion").inc(c.completion_tokens)
+            if c.cost:
+                self.llm_cost.labels(*labels).inc(c.cost)
+            self.llm_latency.labels(*labels).observe(c.latency_ms / 1000)

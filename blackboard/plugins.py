@@ -1,7 +1,9 @@
 """Finding agents: plugin files in agent folders, and the `blackboard.agents` entry points.
 
 A `.py` plugin is any module defining `Agent` instances (e.g. made with `@agent`) or `Agent`
-subclasses. A `.yaml` plugin declares one agent whose handler is a Python callable:
+subclasses. A `.yaml` plugin declares one agent: an LLM agent when it names a `model` (see
+`blackboard.llm.spec`), a critic when it names `guards` (see `blackboard.critic`), or else an
+agent whose handler is a Python callable:
 
     name: summariser
     consumes: [doc.text]
@@ -99,6 +101,15 @@ def _load_yaml(path: Path) -> list[Agent]:
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         raise InvalidInput(path.name, "expected a mapping of agent fields")
+    if "guards" in data:  # a critic
+        from blackboard import critic
+
+        return [critic.Critic(critic.parse(data, path), path.parent, path.name, _resolve)]
+    if "model" in data:  # an LLM agent
+        from blackboard.llm.agent import LLMAgent
+        from blackboard.llm.spec import parse
+
+        return [LLMAgent(parse(data, path), path.parent, path.name, _resolve)]
     fields = dict(data)
     ref = fields.pop("handler", None)
     if not isinstance(ref, str):

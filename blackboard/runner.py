@@ -16,12 +16,13 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from blackboard.agents import Agent, Retry
+from blackboard.agents import Agent, Fail, Retry
 from blackboard.board import Board
 from blackboard.context import Context
 from blackboard.errors import BlackboardError, BoardUnavailable, LeaseLost
 from blackboard.metrics import Metrics
 from blackboard.models import Claim, Status
+from blackboard.settings import Settings
 
 log = structlog.get_logger("blackboard.runner")
 
@@ -39,8 +40,17 @@ class _Running:
 
 
 class AgentRunner:
-    def __init__(self, board: Board, agent: Agent, metrics: Metrics, *, sweep: float = 5.0) -> None:
+    def __init__(
+        self,
+        board: Board,
+        agent: Agent,
+        metrics: Metrics,
+        *,
+        sweep: float = 5.0,
+        settings: Settings | None = None,
+    ) -> None:
         self.board = board
+        self.settings = settings
         self.agent = agent
         self.spec = agent.spec
         self.metrics = metrics
@@ -57,6 +67,17 @@ class AgentRunner:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped and drained."""
         try:
+            try:
+                await self.agent.setup(self.board, self.settings)
+            except Exception as e:  # a broken agent is reported and skipped, never the daemon's end
+                log.error(
+                    "agent setup failed; not running it",
+                    agent=self.spec.name,
+                    error=f"{type(e).__name__}: {e}",
+                )
+                self.metrics.plugin_errors.labels(f"agent {self.spec.name}").inc()
+                task_status.started()
+                return
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeats)
                 task_status.started()
@@ -141,11 +162,11 @@ class AgentRunner:
 
     async def _handle(self, running: _Running) -> None:
         claim, spec = running.claim, self.spec
-        ctx = Context(self.board, claim, spec)
+        ctx = Context(self.board, claim, spec, self.metrics)
         labels = (claim.item.kind, spec.name)
         self.metrics.in_flight.labels(spec.name).inc()
         started = time.perf_counter()
-        outcome: tuple[str, Any, float | None] | None = None
+        outcome: tuple[str, Any, float | bool | None] | None = None
         try:
             with running.scope:
                 with anyio.fail_after(spec.timeout) if spec.timeout else nullcontext():
@@ -155,12 +176,15 @@ class AgentRunner:
             outcome = ("fail", f"handler timed out after {spec.timeout}s", None)
         except Retry as e:
             outcome = ("fail", e.reason, e.delay)
+        except Fail as e:
+            outcome = ("fail", e.reason, False)
         except Exception as e:  # a failing handler fails its claim, never the daemon
             ctx.log.warning("handler raised", error=f"{type(e).__name__}: {e}", exc_info=True)
             outcome = ("fail", f"{type(e).__name__}: {e}", None)
         finally:
             self.metrics.handler_seconds.labels(*labels).observe(time.perf_counter() - started)
             self.metrics.in_flight.labels(spec.name).dec()
+            self.metrics.count_model_calls(spec.name, ctx.usage)
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT) as cleanup:
                 await self._finish(running, ctx, outcome)
@@ -171,7 +195,7 @@ class AgentRunner:
             self._notify()
 
     async def _finish(
-        self, running: _Running, ctx: Context, outcome: tuple[str, Any, float | None] | None
+        self, running: _Running, ctx: Context, outcome: tuple[str, Any, float | bool | None] | None
     ) -> None:
         claim = running.claim
         labels = (claim.item.kind, self.spec.name)
@@ -184,7 +208,7 @@ class AgentRunner:
             op, value, delay = outcome
             if op == "complete":
                 try:
-                    await self.board.complete(claim, value, ctx.outputs, fetch_outputs=False)
+                    await self.board.complete(claim, value, ctx.outputs, fetch_outputs=False, usage=ctx.usage)
                     self.metrics.completed.labels(*labels).inc()
                     for out in ctx.outputs:
                         self.metrics.posted.labels(out.kind).inc()
@@ -194,7 +218,7 @@ class AgentRunner:
                     raise
                 except BlackboardError as e:  # unserialisable result, invalid outputs
                     value, delay = f"{type(e).__name__}: {e}", None
-            status = await self.board.fail(claim, value, retry=delay)
+            status = await self.board.fail(claim, value, retry=delay, usage=ctx.usage)
             self.metrics.failed.labels(*labels).inc()
             (self.metrics.dead if status is Status.DEAD else self.metrics.retries).labels(*labels).inc()
             ctx.log.info("attempt failed", error=value, status=status.value)

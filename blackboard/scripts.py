@@ -23,6 +23,7 @@ OPERATIONS = (
     "cancel",
     "mark",
     "requeue",
+    "ratelimit",
 )
 
 
@@ -47,6 +48,7 @@ class Scripts:
     cancel: Any
     mark: Any
     requeue: Any
+    ratelimit: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

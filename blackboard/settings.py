@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from blackboard.keys import check_board_name
+from blackboard.llm.limiter import ModelLimit
 
 CONFIG_FILE = "blackboard.toml"
 
@@ -49,6 +50,17 @@ class Settings(BaseSettings):
         "auto", description="auto: console on a TTY, else JSON."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    model: str | None = Field(
+        None, description="Model (a litellm model string) for every LLM agent, over what their files say."
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Model per LLM agent name (JSON), over `model` and the files."
+    )
+    llm_limits: dict[str, ModelLimit] = Field(
+        default_factory=dict,
+        description="Requests/tokens per minute per model or glob, shared by all daemons, as JSON: "
+        '{"openai/*": {"rpm": 500, "tpm": 200000}}.',
+    )
 
     @field_validator("board")
     @classmethod

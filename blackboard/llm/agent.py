@@ -1,0 +1,341 @@
+"""`LLMAgent`: an agent whose handler is a model call, declared in YAML (see `llm.spec`).
+
+One attempt: render the prompts from the item, its dependencies' results and the selected
+board queries; call the model through a litellm Router (retries and fallbacks), letting it call
+its allowed tools; validate the answer against the output schema; post the children the spec
+derives from it. Nothing reaches the board until the answer is valid: an invalid answer fails
+the attempt with the validation error, and the next attempt shows the model that error once.
+Every call, failed or not, is recorded on the item (`ctx.usage`) with tokens, cost and latency.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import jsonschema
+from pydantic import BaseModel, ValidationError
+
+from blackboard.agents import Agent, Fail
+from blackboard.errors import BlackboardError
+from blackboard.llm.client import cost_of, litellm, warm_up
+from blackboard.llm.limiter import RateLimiter
+from blackboard.llm.spec import LLMSpec
+from blackboard.llm.templates import Files, Template, compile_value, render_value
+from blackboard.llm.tools import Tool
+from blackboard.models import Item, ModelCall
+
+if TYPE_CHECKING:
+    from blackboard.board import Board
+    from blackboard.context import Context
+    from blackboard.settings import Settings
+
+INVALID = "invalid output: "  # prefix of the error an invalid answer leaves on the item
+RATE_LIMIT_BACKOFF = (1.0, 30.0)  # first and longest wait after a 429 with no Retry-After
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+
+class InvalidOutput(BlackboardError):
+    """The model's answer is not valid for the agent's output schema."""
+
+
+class LLMAgent(Agent):
+    def __init__(self, spec: LLMSpec, base: Path, where: str, resolve: Any) -> None:
+        self.llm = spec
+        self._spec = spec.agent_spec(where)
+        self.model = spec.model
+        self.files = Files(base)
+        self.system = Template(spec.system, f"{where}.system") if spec.system else None
+        self.prompt = Template(spec.prompt, f"{where}.prompt")
+        self.tools = {t.name: t for t in (Tool(resolve(ref, base)) for ref in spec.tools)}
+        self.output_model: type[BaseModel] | None = None
+        self.schema: Any = None
+        self.dynamic_schema = False
+        if spec.output is not None and spec.output.model is not None:
+            self.output_model = resolve(spec.output.model, base)
+            if not (isinstance(self.output_model, type) and issubclass(self.output_model, BaseModel)):
+                raise BlackboardError(f"{where}.output.model: {spec.output.model} is not a pydantic model")
+            self.schema = self.output_model.model_json_schema()
+        elif spec.output is not None and spec.output.json_schema is not None:
+            raw = spec.output.json_schema
+            self.schema = compile_value(raw, f"{where}.output.schema")
+            self.dynamic_schema = self.schema != raw  # has {{ expressions }}: checked once rendered
+            if not self.dynamic_schema:
+                jsonschema.validators.validator_for(raw).check_schema(raw)
+        self.posts = [
+            (
+                rule,
+                compile_value(rule.each, f"{where}.posts[{i}].each"),
+                compile_value(rule.payload, f"{where}.posts[{i}].payload"),
+                compile_value(rule.when, f"{where}.posts[{i}].when"),
+            )
+            for i, rule in enumerate(spec.posts)
+        ]
+        self.result = compile_value(spec.result, f"{where}.result") if spec.result else None
+        self.limiter: RateLimiter | None = None
+        self._router: Any = None
+
+    async def setup(self, board: Board, settings: Settings | None) -> None:
+        """Apply the deployment's model override and rate limits (see `Settings`)."""
+        if settings is not None:
+            self.model = settings.models.get(self.llm.name) or settings.model or self.llm.model
+        self.limiter = RateLimiter(board, settings.llm_limits if settings else {})
+        self._router = None
+        # Import litellm (seconds) in a worker thread, not on the event loop every agent shares.
+        await anyio.to_thread.run_sync(warm_up)
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    async def handle(self, item: Item, ctx: Context) -> Any:
+        variables = await self._variables(item, ctx)
+        variables["output"] = output = await self.ask(item, variables, ctx)
+        await self._post_children(variables, ctx)
+        return render_value(self.result, variables) if self.result is not None else output
+
+    async def ask(self, item: Item, variables: dict[str, Any], ctx: Context) -> Any:
+        """Render the prompts with `variables`, converse with the model, return its valid output."""
+        messages = self._messages(item, variables)
+        schema = render_value(self.schema, variables) if self.schema is not None else None
+        if self.dynamic_schema and isinstance(schema, dict):
+            try:
+                jsonschema.validators.validator_for(schema).check_schema(schema)
+            except jsonschema.SchemaError as e:
+                raise Fail(f"output schema of {self.llm.name} rendered invalid: {e.message}") from None
+        return self._validate(await self._converse(messages, schema, ctx), schema)
+
+    async def _variables(self, item: Item, ctx: Context) -> dict[str, Any]:
+        deps = [d for d in await ctx.board.get_many(list(item.after)) if d is not None]
+        context: dict[str, list[dict[str, Any]]] = {}
+        for name, q in self.llm.context.items():
+            filters = {k: v for k, v in (("kind", q.kind), ("status", q.status)) if v}
+            if q.root == "same":
+                filters["root"] = item.root
+            page = await ctx.query(limit=q.limit, **filters)
+            context[name] = [_brief(it) for it in page.items if it.id != item.id]
+        return {
+            "item": _brief(item) | {"attempts": item.attempts, "root": item.root, "parent": item.parent},
+            "payload": item.payload,
+            "deps": [_brief(d) for d in deps],
+            "context": context,
+            "file": self.files,
+            "agent": self.llm.name,
+        }
+
+    def _messages(self, item: Item, variables: dict[str, Any]) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        system = self.system.render(variables) if self.system else ""
+        if self.schema is not None:
+            system += "\n\nAnswer with one JSON object that matches the requested schema, and nothing else."
+        if system.strip():
+            messages.append({"role": "system", "content": system.strip()})
+        messages.append({"role": "user", "content": self.prompt.render(variables)})
+        payload = item.payload if isinstance(item.payload, dict) else {}
+        if payload.get("critique"):
+            messages.append(
+                {
+                    "role": "user",
+                    "content": "A reviewer sent your previous answer back with this critique; revise it:\n"
+                    + str(payload["critique"]),
+                }
+            )
+        if item.attempts > 1 and (item.error or "").startswith(INVALID):
+            messages.append(
+                {
+                    "role": "user",
+                    "content": "Your previous answer was rejected: "
+                    + item.error.removeprefix(INVALID)  # type: ignore[union-attr]
+                    + "\nAnswer again, following the schema exactly.",
+                }
+            )
+        return messages
+
+    # -- the model call ---------------------------------------------------------------------
+
+    def router(self) -> Any:
+        if self._router is None:
+            lib = litellm()
+            from litellm.types.router import RetryPolicy
+
+            names = [self.model, *(m for m in self.llm.fallbacks if m != self.model)]
+            self._router = lib.Router(
+                model_list=[
+                    {"model_name": m, "litellm_params": {"model": m, **self.llm.params}} for m in names
+                ],
+                fallbacks=[{self.model: names[1:]}] if len(names) > 1 else [],
+                num_retries=self.llm.retries,
+                # 429s are ours to handle: they cool the model down for every daemon on the board.
+                retry_policy=RetryPolicy(RateLimitErrorRetries=0),
+                disable_cooldowns=True,
+                timeout=self.llm.timeout,
+            )
+        return self._router
+
+    async def _converse(self, messages: list[dict[str, Any]], schema: Any, ctx: Context) -> str:
+        """Call the model, running the tools it asks for, until it answers in text."""
+        kwargs: dict[str, Any] = {"drop_params": True}
+        if self.llm.temperature is not None:
+            kwargs["temperature"] = self.llm.temperature
+        if self.llm.max_tokens is not None:
+            kwargs["max_tokens"] = self.llm.max_tokens
+        if schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": _schema_name(self.llm.name), "schema": schema},
+            }
+        if self.tools:
+            kwargs["tools"] = [t.spec() for t in self.tools.values()]
+        for _ in range(self.llm.max_tool_rounds + 1):
+            message = await self._call(messages, kwargs, ctx)
+            calls = getattr(message, "tool_calls", None) or []
+            if not calls:
+                return str(message.content or "")
+            messages.append(message.model_dump(exclude_none=True))
+            for call in calls:
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.id,
+                        "name": call.function.name,
+                        "content": await self._run_tool(call.function.name, call.function.arguments, ctx),
+                    }
+                )
+        raise InvalidOutput(f"{INVALID}no answer after {self.llm.max_tool_rounds} rounds of tool calls")
+
+    async def _run_tool(self, name: str, arguments: str, ctx: Context) -> str:
+        tool = self.tools.get(name)
+        if tool is None:
+            ctx.log.warning("model asked for a tool it is not allowed", tool=name)
+            if ctx.metrics is not None:
+                ctx.metrics.llm_tool_calls.labels(self.llm.name, name, "refused").inc()
+            return f"error: tool {name!r} is not available to this agent; allowed: {sorted(self.tools)}"
+        if ctx.metrics is not None:
+            ctx.metrics.llm_tool_calls.labels(self.llm.name, name, "called").inc()
+        return await tool.call(arguments)
+
+    async def _call(self, messages: list[dict[str, Any]], kwargs: dict[str, Any], ctx: Context) -> Any:
+        """One model call: take from the shared limiter, call, record usage; back off on 429s."""
+        lib = litellm()
+        assert self.limiter is not None, "setup() runs before handle()"
+        estimate = len(json.dumps(messages, default=str)) // 4 + (self.llm.max_tokens or 512)
+        backoff = RATE_LIMIT_BACKOFF[0]
+        while True:
+            await self.limiter.take(self.model, estimate)
+            started = time.perf_counter()
+            try:
+                response = await self.router().acompletion(model=self.model, messages=messages, **kwargs)
+            except lib.RateLimitError as e:
+                wait = _retry_after(e) or backoff
+                backoff = min(backoff * 2, RATE_LIMIT_BACKOFF[1])
+                ctx.log.info("model rate limited; backing off", model=self.model, wait=wait)
+                if ctx.metrics is not None:
+                    ctx.metrics.llm_rate_limited.labels(self.model).inc()
+                await self.limiter.cool_down(self.model, wait)
+                continue
+            except Exception as e:
+                ctx.usage.append(self._record(None, started, error=f"{type(e).__name__}: {e}"[:500]))
+                raise
+            break
+        call = self._record(response, started)
+        ctx.usage.append(call)
+        await self.limiter.settle(self.model, estimate, call.prompt_tokens + call.completion_tokens)
+        return response.choices[0].message
+
+    def _record(self, response: Any, started: float, error: str | None = None) -> ModelCall:
+        model = self.model
+        usage: Any = None
+        tools: tuple[str, ...] = ()
+        if response is not None:
+            model = (getattr(response, "_hidden_params", None) or {}).get("litellm_model_name") or model
+            usage = getattr(response, "usage", None)
+            asked = [c.function.name for c in (response.choices[0].message.tool_calls or [])]
+            tools = tuple(n if n in self.tools else "!" + n for n in asked)
+        return ModelCall(
+            model=model,
+            agent=self.llm.name,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cost=cost_of(response, model) if response is not None else None,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            error=error,
+            tools=tools,
+            at=int(time.time() * 1000),
+        )
+
+    # -- the answer -------------------------------------------------------------------------
+
+    def _validate(self, answer: str, schema: Any) -> Any:
+        if schema is None:
+            return answer
+        text = answer.strip()
+        if m := _FENCE.match(text):
+            text = m.group(1)
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise InvalidOutput(f"{INVALID}not JSON ({e}): {answer[:200]!r}") from None
+        if self.output_model is not None:
+            try:
+                return self.output_model.model_validate(data).model_dump(mode="json")
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "(root)"
+                raise InvalidOutput(f"{INVALID}{where}: {err['msg']}") from None
+        error = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(schema)(schema).iter_errors(data)
+        )
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            raise InvalidOutput(f"{INVALID}{where}: {error.message}")
+        return data
+
+    async def _post_children(self, variables: dict[str, Any], ctx: Context) -> None:
+        posted: list[str] = []
+        for rule, each, payload, when in self.posts:
+            if when is not None and not render_value(when, variables):
+                continue
+            elements = render_value(each, variables) if each is not None else [None]
+            if not isinstance(elements, list):
+                raise InvalidOutput(
+                    f"{INVALID}posts: 'each' of {rule.kind} gave {type(elements).__name__}, not a list"
+                )
+            mine = []
+            for n, element in enumerate(elements):
+                scope = {**variables, "each": element, "index": n}
+                if payload is not None:
+                    data = render_value(payload, scope)
+                else:
+                    data = element if each is not None else variables["output"]
+                new = await ctx.post(
+                    rule.kind, data, priority=rule.priority, after=tuple(posted) if rule.after else ()
+                )
+                mine.append(new.id or "")
+            posted += mine
+
+
+def _brief(it: Item) -> dict[str, Any]:
+    return {
+        "id": it.id,
+        "kind": it.kind,
+        "payload": it.payload,
+        "result": it.result,
+        "status": it.status.value,
+    }
+
+
+def _schema_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "output"
+
+
+def _retry_after(e: Exception) -> float | None:
+    """The provider's Retry-After, in seconds, when the 429 carries one."""
+    response = getattr(e, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

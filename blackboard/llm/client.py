@@ -1,0 +1,59 @@
+"""litellm, imported on first use (it takes seconds), with the offline provider registered.
+
+`LITELLM_LOCAL_MODEL_COST_MAP=True` is set before the import so litellm reads its bundled price
+list instead of fetching one: importing it never touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import cache
+from typing import Any
+
+
+@cache
+def litellm() -> Any:
+    """The litellm module, ready: local cost map, no telemetry, `offline/...` models registered."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm as lib
+
+    from blackboard.llm.offline import OfflineLLM
+
+    lib.telemetry = False
+    lib.suppress_debug_info = True
+    if not any(p.get("provider") == "offline" for p in lib.custom_provider_map):
+        lib.custom_provider_map = [
+            *lib.custom_provider_map,
+            {"provider": "offline", "custom_handler": OfflineLLM()},
+        ]
+    return lib
+
+
+def warm_up() -> None:
+    """Import litellm and the modules its first calls import (tool calling pulls in the MCP
+    SDK), so the first handler does not pay for them. Blocking: run it in a worker thread."""
+    litellm()
+    importlib.import_module("litellm.responses.mcp.chat_completions_handler")
+
+
+def cost_of(response: Any, model: str) -> float | None:
+    """litellm's price of one response in USD; offline models at a nominal small-model price;
+    None when the model's price is unknown (a local model, say)."""
+    lib = litellm()
+    try:
+        if model.startswith("offline/"):
+            from blackboard.llm.offline import PRICE_PER_TOKEN
+
+            return float(
+                lib.completion_cost(
+                    completion_response=response,
+                    custom_cost_per_token={
+                        "input_cost_per_token": PRICE_PER_TOKEN[0],
+                        "output_cost_per_token": PRICE_PER_TOKEN[1],
+                    },
+                )
+            )
+        return float(lib.completion_cost(completion_response=response))
+    except Exception:
+        return None
