@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from blackboard.board import Board
-from blackboard.models import TERMINAL_STATUSES, Event, Item, Status, TreeNode
+from blackboard.models import TERMINAL_STATUSES, Event, Item, Status, TreeNode, UsageTotals
 
 STATUS_STYLE = {
     Status.DONE: "green",
@@ -40,6 +40,10 @@ def render_tree(node: TreeNode, tree: Tree | None = None) -> Tree:
         parts.append(f"attempts {it.attempts}")
     if it.finished_at:
         parts.append(took(it))
+    if it.usage:
+        tokens = sum(c.prompt_tokens + c.completion_tokens for c in it.usage)
+        cost = sum(c.cost or 0 for c in it.usage)
+        parts.append(f"[cyan]{len(it.usage)} calls {tokens} tok ${cost:.4f}[/]")
     if it.error and it.status is not Status.DONE:
         parts.append(f"[red]{escape(it.error[:80])}[/]")  # free text: never markup
     if it.reason and it.status in (Status.WAITING, Status.CANCELLED):
@@ -49,6 +53,20 @@ def render_tree(node: TreeNode, tree: Tree | None = None) -> Tree:
     for child in node.children:
         render_tree(child, branch)
     return branch
+
+
+def usage_line(u: UsageTotals) -> str:
+    """One line of a goal's model usage: calls, tokens, cost, and the same per model."""
+    if not u.calls:
+        return "model usage: none"
+    models = ", ".join(
+        f"{name} {m.calls} calls {m.tokens} tok ${m.cost:.4f}" for name, m in sorted(u.by_model.items())
+    )
+    failed = f", {u.errors} failed" if u.errors else ""
+    return (
+        f"model usage: {u.calls} calls{failed}, {u.prompt_tokens} prompt + {u.completion_tokens} completion "
+        f"tokens, ${u.cost:.4f} ({escape(models)})"
+    )
 
 
 def event_line(ev: Event) -> str:

@@ -41,6 +41,11 @@ def run(
         bool, typer.Option(help="Post the word-count demo goal over README.md and docs/*.md and show it run.")
     ] = False,
     until_idle: Annotated[bool, typer.Option(help="Exit once the board has no unfinished items.")] = False,
+    goal: Annotated[
+        Path | None,
+        typer.Option(help="Post this goal template (YAML/JSON with kind and payload) and follow it."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help=_desc("model"))] = None,
 ) -> None:
     """Run the daemon: load agent plugins, claim and run work, serve HTTP, until SIGTERM/SIGINT.
 
@@ -75,12 +80,14 @@ def run(
             reap_interval=reap_interval,
             sweep=sweep,
             presence_interval=presence_interval,
+            model=model,
         )
     except ValidationError as e:
         first = e.errors()[0]
         err.print(f"error: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
         raise typer.Exit(2) from None
     logs.configure(settings.log_format, settings.log_level)
+    template = load_goal(goal) if goal is not None else None
 
     async def main() -> None:
         check_bind(settings)
@@ -89,6 +96,8 @@ def run(
             await tg.start(daemon.run)
             if demo:
                 tg.start_soon(run_demo, daemon)
+            if template is not None:
+                tg.start_soon(run_goal, daemon, *template)
 
     run_async(main)
 
@@ -116,6 +125,34 @@ async def run_demo(daemon: Any) -> None:
     console.print(table)
     if daemon.http_url and not daemon.until_idle:
         console.print(f"still serving on {daemon.http_url}; try: curl -s {daemon.http_url}/v1/stats")
+
+
+def load_goal(path: Path) -> tuple[str, Any]:
+    """(kind, payload) of a goal template file, or exit 2 naming what is wrong."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        err.print(f"error: --goal: cannot read {path}: {e}")
+        raise typer.Exit(2) from None
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        err.print(f"error: --goal: {path} must be a mapping with 'kind' (a string) and 'payload'")
+        raise typer.Exit(2)
+    return data["kind"], data.get("payload")
+
+
+async def run_goal(daemon: Any, kind: str, payload: Any) -> None:
+    """Post one goal, follow its tree live, then print the tree, its result and its model usage."""
+    from blackboard.display import final_item, follow_goal, render_tree, usage_line
+
+    goal = await daemon.board.post(kind, payload, actor="cli")
+    console.print(f"posted goal {goal.id} ({kind})")
+    tree = await follow_goal(daemon.board, goal.id, console, timeout=600)
+    console.print(render_tree(tree))
+    final = final_item(tree)
+    console.print_json(data=final.result if final.status.value == "done" else {"error": final.error})
+    console.print(usage_line(await daemon.board.usage(goal.id)))
 
 
 @app.command()

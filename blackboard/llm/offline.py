@@ -9,13 +9,15 @@ litellm exactly like a hosted model (routing, retries, fallbacks, cost, usage), 
 and the demo exercise the real call path.
 
 Optional parameters (pass in an agent's `params`): `latency` (seconds to wait per call, to model
-a slow provider) and `rate_limited` (answer the first N calls of a conversation with a 429).
+a slow provider; `BLACKBOARD_OFFLINE_LATENCY` sets it for every offline call) and
+`rate_limited` (answer the first N calls of a conversation with a 429).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from typing import Any
@@ -274,7 +276,7 @@ def _make_class() -> type:
 
         async def acompletion(self, model: str, messages: list[dict[str, Any]], *args: Any, **kw: Any) -> Any:
             params = kw.get("optional_params") or {}
-            latency = float(params.get("latency") or 0)
+            latency = float(params.get("latency") or os.environ.get("BLACKBOARD_OFFLINE_LATENCY") or 0)
             if latency > 0:
                 await anyio.sleep(latency)  # a modelled provider delay, not synchronisation
             return self._respond(model, messages, params)

@@ -1,0 +1,69 @@
+"""Running an agent folder (a pack) through a real daemon and reading back what happened."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from blackboard import Board
+from blackboard.daemon import Daemon
+from blackboard.models import Item, TreeNode, UsageTotals
+from blackboard.settings import Settings
+
+ROOT = Path(__file__).parent.parent.parent
+PACKS = ROOT / "agents"
+_boards = itertools.count()
+
+
+@dataclass
+class PackRun:
+    goal: Item
+    tree: TreeNode
+    usage: UsageTotals
+
+    @property
+    def items(self) -> list[Item]:
+        return self.tree.walk()
+
+    def of_kind(self, kind: str) -> list[Item]:
+        return [it for it in self.items if it.kind == kind]
+
+    def overlapping(self, items: list[Item]) -> bool:
+        """All of `items` were being handled at one moment (claimed before any of them finished)."""
+        return max(it.claimed_at or 0 for it in items) < min(it.finished_at or 0 for it in items)
+
+
+async def run_pack(
+    board_url: str,
+    folders: list[Path],
+    kind: str,
+    payload: Any,
+    *,
+    timeout: float = 60,
+    **settings: Any,
+) -> PackRun:
+    """Start a daemon on `folders`, post one goal, run until the board is idle, return its tree."""
+    name = f"pack-{os.getpid()}-{next(_boards)}"
+    s = Settings(
+        url=board_url,
+        board=name,
+        agents=folders,
+        http=False,
+        entry_points=False,
+        reload=False,
+        log_level="warning",
+        **settings,
+    )
+    daemon = Daemon(s, until_idle=True)
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            async with await Board.connect(board_url, board=name) as board:
+                goal = await board.post(kind, payload)
+    async with await Board.connect(board_url, board=name) as board:
+        return PackRun(goal, await board.tree(goal.id), await board.usage(goal.id))
