@@ -6,6 +6,8 @@ view of a goal shows the same facts.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 from rich.console import Console
 from rich.markup import escape
@@ -53,6 +55,13 @@ def render_tree(node: TreeNode, tree: Tree | None = None) -> Tree:
     for child in node.children:
         render_tree(child, branch)
     return branch
+
+
+async def traced(board: Board, item_id: str) -> dict[str, Any]:
+    """The JSON of `trace --json` and the HTTP tree: the lineage plus its goal's usage totals."""
+    tree = await board.tree(item_id)
+    usage = await board.usage(tree.item.root)
+    return tree.model_dump(mode="json") | {"usage": usage.model_dump(mode="json")}
 
 
 def usage_line(u: UsageTotals) -> str:

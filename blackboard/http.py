@@ -4,7 +4,8 @@
     GET  /v1/items                 query: ?kind=&status=&root=&parent=&limit=&cursor=
     GET  /v1/items/{id}            one item
     POST /v1/items/{id}/cancel     cancel it and its unfinished descendants
-    GET  /v1/goals/{id}/tree       the lineage tree
+    GET  /v1/goals/{id}/tree       the lineage tree, with the goal's model usage
+    GET  /v1/goals/{id}/usage      the goal's model usage totals
     GET  /v1/events                server-sent events: ?since=&root=
     GET  /v1/stats, /v1/agents     board counts; live daemons and their agents
     GET  /metrics                  Prometheus exposition
@@ -41,6 +42,7 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from blackboard import posting, presence
+from blackboard.display import traced
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
 
 if TYPE_CHECKING:
@@ -162,12 +164,22 @@ async def cancel_item(request: Request) -> Response:
 
 async def goal_tree(request: Request) -> Response:
     """
-    summary: A goal's lineage tree
-    responses: {200: {description: "{item, children: [...]}"}, 404: {description: no such item}}
+    summary: A goal's lineage tree, with the goal's model usage totals
+    responses: {200: {description: "{item, children: [...], usage: {...}}"}, 404: {description: no such item}}
     """
     posting.check_id(request.path_params["id"], "id")
-    tree = await daemon_of(request).board.tree(request.path_params["id"])
-    return JSONResponse(tree.model_dump(mode="json"))  # the same data `blackboard trace --json` prints
+    return JSONResponse(await traced(daemon_of(request).board, request.path_params["id"]))
+
+
+async def goal_usage(request: Request) -> Response:
+    """
+    summary: A goal's model usage totals (calls, tokens, cost; per model)
+    responses: {200: {description: "{calls, errors, prompt_tokens, completion_tokens, cost, by_model}"}}
+    """
+    posting.check_id(request.path_params["id"], "id")
+    board = daemon_of(request).board
+    item = await board.get(request.path_params["id"])
+    return JSONResponse((await board.usage(item.root)).model_dump(mode="json"))
 
 
 async def events(request: Request) -> Response:
@@ -258,6 +270,7 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/v1/items/{id}", get_item, methods=["GET"]),
             Route("/v1/items/{id}/cancel", cancel_item, methods=["POST"]),
             Route("/v1/goals/{id}/tree", goal_tree, methods=["GET"]),
+            Route("/v1/goals/{id}/usage", goal_usage, methods=["GET"]),
             Route("/v1/events", events, methods=["GET"]),
             Route("/v1/stats", stats, methods=["GET"]),
             Route("/v1/agents", agents, methods=["GET"]),

@@ -391,7 +391,9 @@ def test_show_and_trace(board_url: str) -> None:
     assert statuses == {ids["done"]: "done", ids["dead"]: "dead"}
 
     r = cli("trace", ids["dead"], "--json", *target)  # a subtree
-    assert r.exit_code == 0 and json.loads(r.stdout) == {"item": shown, "children": []}
+    subtree = json.loads(r.stdout)
+    assert r.exit_code == 0 and subtree == {"item": shown, "children": [], "usage": subtree["usage"]}
+    assert subtree["usage"]["calls"] == 0 and subtree["usage"]["by_model"] == {}
 
     for command in ("show", "trace", "wait", "cancel"):
         r = cli(command, "01J0000000000000000000NONE", *target)

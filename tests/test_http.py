@@ -245,7 +245,10 @@ async def test_goal_tree_after_an_agent_fanned_out(board_url: str) -> None:
             return tree if done and all(k["item"]["status"] == "done" for k in kids) else None
 
         tree = await until(finished)
-        assert set(tree) == {"item", "children"}
+        assert set(tree) == {"item", "children", "usage"}
+        assert tree["usage"]["calls"] == 0  # plain Python agents make no model calls
+        usage = await c.get(f"/v1/goals/{tree['children'][0]['item']['id']}/usage")  # any item: its goal
+        assert usage.status_code == 200 and usage.json()["calls"] == 0
         assert tree["item"]["id"] == goal["id"] and tree["item"]["result"] == {"steps": 3}
         kids = tree["children"]
         # (siblings posted in one completion share created_at, then sort by id: any order)
@@ -261,7 +264,7 @@ async def test_goal_tree_after_an_agent_fanned_out(board_url: str) -> None:
 
         # A child's tree is its own subtree.
         sub = (await c.get(f"/v1/goals/{kids[1]['item']['id']}/tree")).json()
-        assert sub == kids[1]
+        assert sub == kids[1] | {"usage": tree["usage"]}  # the usage of the goal it belongs to
         r = await c.get("/v1/items", params={"root": goal["id"], "kind": "plan.step", "status": "done"})
         assert len(r.json()["items"]) == 3
 

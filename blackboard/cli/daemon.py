@@ -46,6 +46,8 @@ def run(
         typer.Option(help="Post this goal template (YAML/JSON with kind and payload) and follow it."),
     ] = None,
     model: Annotated[str | None, typer.Option(help=_desc("model"))] = None,
+    models: Annotated[str | None, typer.Option(help=_desc("models"))] = None,
+    llm_limits: Annotated[str | None, typer.Option(help=_desc("llm_limits"))] = None,
 ) -> None:
     """Run the daemon: load agent plugins, claim and run work, serve HTTP, until SIGTERM/SIGINT.
 
@@ -81,6 +83,8 @@ def run(
             sweep=sweep,
             presence_interval=presence_interval,
             model=model,
+            models=json_flag("--models", models),
+            llm_limits=json_flag("--llm-limits", llm_limits),
         )
     except ValidationError as e:
         first = e.errors()[0]
@@ -125,6 +129,19 @@ async def run_demo(daemon: Any) -> None:
     console.print(table)
     if daemon.http_url and not daemon.until_idle:
         console.print(f"still serving on {daemon.http_url}; try: curl -s {daemon.http_url}/v1/stats")
+
+
+def json_flag(flag: str, text: str | None) -> Any:
+    """A flag's JSON value (None when not given), or exit 2 naming the flag."""
+    import json
+
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        err.print(f"error: {flag}: expected JSON: {e}")
+        raise typer.Exit(2) from None
 
 
 def load_goal(path: Path) -> tuple[str, Any]:

@@ -120,13 +120,18 @@ def show(item_id: str, url: Url = "memory://", board: BoardName = "default", as_
 
 @app.command()
 def trace(item_id: str, url: Url = "memory://", board: BoardName = "default", as_json: Json = False) -> None:
-    """Show the lineage tree under an item (a goal's whole tree) with statuses and timings."""
-    from blackboard.display import render_tree
+    """Show the lineage tree under an item (a goal's whole tree) with statuses, timings and model
+    usage (calls, tokens, cost per item, and the goal's totals)."""
+    from blackboard.display import render_tree, traced, usage_line
 
     async def main() -> None:
         async with await connect(url, board) as b:
+            if as_json:
+                echo_json(await traced(b, item_id))
+                return
             tree = await b.tree(item_id)
-        echo_json(tree.model_dump(mode="json")) if as_json else console.print(render_tree(tree))
+            console.print(render_tree(tree))
+            console.print(usage_line(await b.usage(tree.item.root)))
 
     run_async(main)
 
