@@ -179,7 +179,12 @@ class AgentRunner:
         except Fail as e:
             outcome = ("fail", e.reason, False)
         except Exception as e:  # a failing handler fails its claim, never the daemon
-            ctx.log.warning("handler raised", error=f"{type(e).__name__}: {e}", exc_info=True)
+            # Our own errors (invalid output, bad posts) say all in one line; others get a traceback.
+            ctx.log.warning(
+                "handler raised",
+                error=f"{type(e).__name__}: {e}",
+                exc_info=not isinstance(e, BlackboardError),
+            )
             outcome = ("fail", f"{type(e).__name__}: {e}", None)
         finally:
             self.metrics.handler_seconds.labels(*labels).observe(time.perf_counter() - started)

@@ -142,13 +142,12 @@ class LLMAgent(Agent):
                     + str(payload["critique"]),
                 }
             )
-        if item.attempts > 1 and (item.error or "").startswith(INVALID):
+        _, invalid, why = (item.error or "").partition(INVALID)
+        if item.attempts > 1 and invalid:  # the last attempt's answer was invalid: say why, once
             messages.append(
                 {
                     "role": "user",
-                    "content": "Your previous answer was rejected: "
-                    + item.error.removeprefix(INVALID)  # type: ignore[union-attr]
-                    + "\nAnswer again, following the schema exactly.",
+                    "content": f"Your previous answer was rejected: {why}\nAnswer again, following the schema exactly.",
                 }
             )
         return messages
@@ -236,10 +235,11 @@ class LLMAgent(Agent):
                 await self.limiter.cool_down(self.model, wait)
                 continue
             except Exception as e:
-                ctx.usage.append(self._record(None, started, error=f"{type(e).__name__}: {e}"[:500]))
+                failed = self._record(None, started, error=f"{type(e).__name__}: {e}"[:500])
+                ctx.usage.append(failed.model_copy(update={"attempt": ctx.item.attempts}))
                 raise
             break
-        call = self._record(response, started)
+        call = self._record(response, started).model_copy(update={"attempt": ctx.item.attempts})
         ctx.usage.append(call)
         await self.limiter.settle(self.model, estimate, call.prompt_tokens + call.completion_tokens)
         return response.choices[0].message

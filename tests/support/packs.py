@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from prometheus_client import generate_latest
 
 from blackboard import Board
 from blackboard.daemon import Daemon
@@ -22,9 +23,20 @@ _boards = itertools.count()
 
 @dataclass
 class PackRun:
-    goal: Item
+    goal: Item  # as it ended
     tree: TreeNode
     usage: UsageTotals
+    metrics: str = ""  # the daemon's Prometheus exposition at the end
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample of `metrics` (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(self.metrics):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
 
     @property
     def items(self) -> list[Item]:
@@ -65,5 +77,7 @@ async def run_pack(
             await tg.start(daemon.run)
             async with await Board.connect(board_url, board=name) as board:
                 goal = await board.post(kind, payload)
+    metrics = generate_latest(daemon.metrics.registry).decode()
     async with await Board.connect(board_url, board=name) as board:
-        return PackRun(goal, await board.tree(goal.id), await board.usage(goal.id))
+        tree = await board.tree(goal.id)
+        return PackRun(tree.item, tree, await board.usage(goal.id), metrics)
