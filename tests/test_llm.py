@@ -384,3 +384,23 @@ def test_litellm_is_not_imported_by_the_board_or_the_daemon() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "False", out.stderr
+
+
+async def test_a_pydantic_output_model_from_the_folder_and_a_result_expression(
+    board_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "_models.py").write_text(
+        "from pydantic import BaseModel, Field\n\nclass Verdict(BaseModel):\n"
+        "    risk: float = Field(ge=0, le=1)\n    reasons: list[str] = Field(min_length=2, max_length=2)\n"
+    )
+    agent_file(
+        tmp_path,
+        "judge",
+        model="offline/judge",
+        output={"model": "_models.py:Verdict"},
+        result="{{ {'risk': output.risk, 'first': output.reasons[0], 'asked': payload.q} }}",
+    )
+    run = await run_pack(board_url, [tmp_path], "t.goal", {"q": "is this fine?"})
+    assert run.goal.status is Status.DONE, run.goal.error
+    assert set(run.goal.result) == {"risk", "first", "asked"} and run.goal.result["asked"] == "is this fine?"
+    assert 0 <= run.goal.result["risk"] <= 1 and isinstance(run.goal.result["first"], str)
