@@ -404,3 +404,31 @@ async def test_a_pydantic_output_model_from_the_folder_and_a_result_expression(
     assert run.goal.status is Status.DONE, run.goal.error
     assert set(run.goal.result) == {"risk", "first", "asked"} and run.goal.result["asked"] == "is this fine?"
     assert 0 <= run.goal.result["risk"] <= 1 and isinstance(run.goal.result["first"], str)
+
+
+async def test_selected_board_queries_are_template_inputs(board_url: str, tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def script(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        seen.append(messages[-1]["content"])
+        return {"role": "assistant", "content": json.dumps({"answer": "ok"})}
+
+    SCRIPTS["reader"] = script
+    (tmp_path / "notes.py").write_text(
+        "from blackboard import agent\n\n@agent(consumes=['t.goal'], produces=['t.note', 't.ask'])\n"
+        "async def notes(item, ctx):\n    a = await ctx.post('t.note', {'text': 'alpha'})\n"
+        "    b = await ctx.post('t.note', {'text': 'beta'})\n    await ctx.post('t.ask', after=[a.id, b.id])\n\n"
+        "@agent(consumes=['t.note'])\nasync def note(item, ctx):\n    return item.payload['text'].upper()\n"
+    )
+    agent_file(
+        tmp_path,
+        "reader",
+        consumes=["t.ask"],
+        model="scripted/reader",
+        output={"schema": OUT},
+        prompt="{% for n in context.notes | sort(attribute='result') %}{{ n.result }};{% endfor %}",
+        context={"notes": {"kind": "t.note", "root": "same", "status": "done"}},
+    )
+    run = await run_pack(board_url, [tmp_path], "t.goal", {"q": "x"})
+    (ask,) = run.of_kind("t.ask")
+    assert ask.status is Status.DONE and seen == ["ALPHA;BETA;"]
