@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from functools import cache
 from typing import Any
+
+
+_lock = threading.Lock()  # agents warm up in worker threads at once: register the provider once
 
 
 @cache
 def litellm() -> Any:
     """The litellm module, ready: local cost map, no telemetry, `offline/...` models registered."""
+    with _lock:
+        return _load()
+
+
+def _load() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm as lib
 
