@@ -1,6 +1,6 @@
 """blackboard: a runtime for multi-agent systems that coordinate through a shared Redis board."""
 
-from blackboard.agents import Agent, AgentSpec, Retry, agent
+from blackboard.agents import Agent, AgentSpec, Fail, Retry, agent
 from blackboard.backoff import Backoff
 from blackboard.board import Board
 from blackboard.context import Context
@@ -25,11 +25,13 @@ from blackboard.models import (
     Event,
     Item,
     KindStats,
+    ModelCall,
     NewItem,
     Page,
     Stats,
     Status,
     TreeNode,
+    UsageTotals,
 )
 
 __version__ = "0.1.0"
@@ -44,6 +46,7 @@ __all__ = [
     "agent",
     "Context",
     "Retry",
+    "Fail",
     # data
     "Item",
     "NewItem",
@@ -53,6 +56,8 @@ __all__ = [
     "Event",
     "Page",
     "Stats",
+    "ModelCall",
+    "UsageTotals",
     "KindStats",
     "TreeNode",
     # errors

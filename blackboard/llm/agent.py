@@ -117,7 +117,13 @@ class LLMAgent(Agent):
             page = await ctx.query(limit=q.limit, **filters)
             context[name] = [_brief(it) for it in page.items if it.id != item.id]
         return {
-            "item": _brief(item) | {"attempts": item.attempts, "root": item.root, "parent": item.parent},
+            "item": _brief(item)
+            | {
+                "attempts": item.attempts,
+                "root": item.root,
+                "parent": item.parent,
+                "after": list(item.after),
+            },
             "payload": item.payload,
             "deps": [_brief(d) for d in deps],
             "context": context,
