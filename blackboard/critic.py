@@ -121,8 +121,10 @@ class Critic(Agent):
             target.id, f"rejected by {self.critic.name}: {critique}", actor=self.critic.name
         )
         payload = base if base or producer.payload is None else {"input": producer.payload}
-        await ctx.post(
-            producer.kind, {**payload, "critique": critique, "rejected": target.payload, "revision": revision}
+        await ctx.post(  # the same input again (its dependencies are done: it opens at once)
+            producer.kind,
+            {**payload, "critique": critique, "rejected": target.payload, "revision": revision},
+            after=producer.after,
         )
         return {"target": target.id, "approved": False, "critique": critique, "revision": revision}
 

@@ -86,7 +86,7 @@ def event_line(ev: Event) -> str:
 
 def final_item(tree: TreeNode) -> Item:
     """The goal's answer: the item that finished last in its tree."""
-    return max(tree.walk(), key=lambda i: (i.finished_at or 0, i.id))
+    return max(tree.walk(), key=lambda i: (i.finished_at or 0, i.depth, i.id))  # ties: the deeper
 
 
 def finished(tree: TreeNode) -> bool:
