@@ -116,6 +116,10 @@ class Daemon:
         """Begin a graceful shutdown."""
         self._stop.set()
 
+    async def wait_stopping(self) -> None:
+        """Return once a shutdown has begun (a signal, `stop()`, or idle with `until_idle`)."""
+        await self._stop.wait()
+
     def abort(self) -> None:
         """Skip the grace period: cancel handlers now (their leases are still released)."""
         self._stop.set()

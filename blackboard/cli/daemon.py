@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,12 +99,39 @@ def run(
         daemon = Daemon(settings, until_idle=until_idle)
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
+            followers = []
             if demo:
-                tg.start_soon(run_demo, daemon)
+                followers.append(partial(run_demo, daemon))
             if template is not None:
-                tg.start_soon(run_goal, daemon, *template)
+                followers.append(partial(run_goal, daemon, *template))
+            if followers:
+                tg.start_soon(follow_until_stopped, daemon, followers)
 
     run_async(main)
+
+
+FOLLOW_GRACE = 10.0  # seconds a goal's follower may finish printing once the daemon stops
+
+
+async def follow_until_stopped(daemon: Any, followers: list[Any]) -> None:
+    """Run the goal followers; once the daemon begins to stop, give them FOLLOW_GRACE seconds
+    (an idle stop: they are printing the tree) before cancelling them (a signal: the goal may
+    never finish)."""
+    done = anyio.Event()
+
+    async def follow(tg: Any) -> None:
+        async with anyio.create_task_group() as inner:
+            for f in followers:
+                inner.start_soon(f)
+        done.set()
+        tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow, tg)
+        await daemon.wait_stopping()
+        with anyio.move_on_after(FOLLOW_GRACE):
+            await done.wait()
+        tg.cancel_scope.cancel()
 
 
 def demo_files(root: Path) -> list[str]:

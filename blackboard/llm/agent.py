@@ -75,7 +75,7 @@ class LLMAgent(Agent):
             )
             for i, rule in enumerate(spec.posts)
         ]
-        self.result = compile_value(spec.result, f"{where}.result") if spec.result else None
+        self.result = compile_value(spec.result, f"{where}.result") if spec.result is not None else None
         self.limiter: RateLimiter | None = None
         self._router: Any = None
 
@@ -153,7 +153,8 @@ class LLMAgent(Agent):
             messages.append(
                 {
                     "role": "user",
-                    "content": f"Your previous answer was rejected: {why}\nAnswer again, following the schema exactly.",
+                    "content": f"Your previous answer was rejected: {why}\n"
+                    "Answer again, following the schema exactly.",
                 }
             )
         return messages

@@ -12,7 +12,6 @@ import threading
 from functools import cache
 from typing import Any
 
-
 _lock = threading.Lock()  # agents warm up in worker threads at once: register the provider once
 
 

@@ -82,7 +82,7 @@ class LLMSpec(_Strict):
     prompt: str = Field(min_length=1)
     output: OutputSpec | None = None
     posts: tuple[PostRule, ...] = ()
-    result: str | None = None  # "{{ expression }}" stored as the result; default: the output
+    result: Any = None  # data template of the result (e.g. "{{ output.answer }}"); default: the output
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
     timeout: float = Field(default=120.0, gt=0)
