@@ -417,7 +417,8 @@ async def test_selected_board_queries_are_template_inputs(board_url: str, tmp_pa
     (tmp_path / "notes.py").write_text(
         "from blackboard import agent\n\n@agent(consumes=['t.goal'], produces=['t.note', 't.ask'])\n"
         "async def notes(item, ctx):\n    a = await ctx.post('t.note', {'text': 'alpha'})\n"
-        "    b = await ctx.post('t.note', {'text': 'beta'})\n    await ctx.post('t.ask', after=[a.id, b.id])\n\n"
+        "    b = await ctx.post('t.note', {'text': 'beta'})\n"
+        "    await ctx.post('t.ask', after=[a.id, b.id])\n\n"
         "@agent(consumes=['t.note'])\nasync def note(item, ctx):\n    return item.payload['text'].upper()\n"
     )
     agent_file(
