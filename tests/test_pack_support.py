@@ -1,10 +1,13 @@
-"""The support pack through a real daemon on the offline model."""
+"""The support pack through a real daemon on the offline model, and its review rules alone."""
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Any
+
 import pytest
 
-from blackboard import Status
+from blackboard import Item, Status
 from tests.support.packs import PACKS, run_pack
 
 pytestmark = pytest.mark.anyio
@@ -44,8 +47,12 @@ async def test_lookups_run_in_parallel_the_drafter_joins_and_only_approved_draft
             assert revision.payload["critique"] == review.result["critique"]
             assert set(revision.after) == {history.id, kb.id}  # the same inputs again
     assert len(composes) == len(drafts)
+    # On this request the offline drafter's first draft is too short (deterministically), so the
+    # loop runs; max_revisions is 2, so at most three drafts.
+    assert 2 <= len(drafts) <= 3 and all(c.payload.get("revision", 0) <= 2 for c in composes)
 
     reply = sent[0].result
+    assert set(reply) == {"to", "customer_id", "reply"}
     assert (
         reply["to"] == "Ada" and reply["customer_id"] == "C-1001" and reply["reply"].startswith("Dear Ada,")
     )
@@ -58,3 +65,42 @@ async def test_lookups_run_in_parallel_the_drafter_joins_and_only_approved_draft
         "offline/drafter",
     }
     assert history.usage[0].tools == ("account_history",) and kb.usage[0].tools == ("search_kb",)
+
+
+# -- the review rules on hand-made drafts ----------------------------------------------------
+
+
+def _review() -> Any:
+    spec = importlib.util.spec_from_file_location("support_review", PACKS / "support" / "_review.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.review
+
+
+def _item(kind: str, payload: Any) -> Item:
+    return Item(id=kind, kind=kind, payload=payload, status=Status.WAITING, created_at=0, root="g")
+
+
+COMPOSE = _item("support.compose", REQUEST)
+GOOD = {
+    "customer_id": "C-1001",
+    "to": "Ada",
+    "body": "Your order O-81 is with UPS; we refunded the shipping.",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "critique"),
+    [
+        ({}, None),
+        ({"body": "  "}, "empty"),
+        ({"to": ""}, "which customer"),
+        ({"to": "Grace", "customer_id": "C-2002"}, "not to the customer who wrote"),
+        ({"body": "It is on its way."}, "too short"),
+        ({"body": GOOD["body"] + " We guarantee it."}, "guarantees"),
+    ],
+)
+def test_review_rules(change: dict[str, Any], critique: str | None) -> None:
+    verdict = _review()(_item("support.draft", GOOD | change), COMPOSE)
+    assert verdict is None if critique is None else critique in verdict

@@ -11,7 +11,7 @@ HERE = Path(__file__).parent
 
 def account_history(customer_id: str) -> dict[str, Any]:
     """The customer's orders, tickets and flags."""
-    accounts = json.loads((HERE / "_accounts.json").read_text())
+    accounts: dict[str, dict[str, Any]] = json.loads((HERE / "_accounts.json").read_text())
     return accounts.get(customer_id, {"error": f"no customer {customer_id}"})
 
 
