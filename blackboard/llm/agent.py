@@ -140,12 +140,14 @@ class LLMAgent(Agent):
             messages.append({"role": "system", "content": system.strip()})
         messages.append({"role": "user", "content": self.prompt.render(variables)})
         payload = item.payload if isinstance(item.payload, dict) else {}
-        if payload.get("critique"):
+        if payload.get("critique"):  # a critic sent our last answer back (see blackboard.critic)
+            rejected = json.dumps(payload.get("rejected"), ensure_ascii=False, default=str)[:4000]
+            revision = payload.get("revision", 1)
             messages.append(
                 {
                     "role": "user",
-                    "content": "A reviewer sent your previous answer back with this critique; revise it:\n"
-                    + str(payload["critique"]),
+                    "content": f"A reviewer sent your previous answer back (revision {revision}).\n"
+                    f"Your answer was: {rejected}\nTheir critique: {payload['critique']}\nRevise it.",
                 }
             )
         _, invalid, why = (item.error or "").partition(INVALID)

@@ -1,0 +1,17 @@
+"""fix-critic's rules: a reviewer's checklist, as code."""
+
+from __future__ import annotations
+
+from blackboard import Item
+
+MIN_SUMMARY = 35
+
+
+def review_fix(fix: Item, producer: Item | None) -> str | None:
+    """None approves; a string sends the fix back to the developer with that critique."""
+    p = fix.payload
+    if p["file"] not in p["bug"]["files"]:
+        return f"The fix touches {p['file']}, which is not part of this code base."
+    if len(p["summary"]) < MIN_SUMMARY:
+        return "Explain the change: the summary is too short to review."
+    return None
