@@ -82,6 +82,9 @@ class Daemon:
                 tg.start_soon(self._signals)
                 await tg.start(self._health)
                 self._load_everything()
+                # Ready means set up: a critic's guard is on the board before anything is posted.
+                for slot in list(self.slots.values()):
+                    await slot.runner.set_up.wait()
                 if self.settings.reload:
                     tg.start_soon(self._watch)
                 tg.start_soon(self._reaper)

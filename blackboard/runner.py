@@ -60,6 +60,7 @@ class AgentRunner:
         self._claim_scope = anyio.CancelScope()
         self._changed = anyio.Event()  # a handler finished or stop was asked
         self.completed = 0
+        self.set_up = anyio.Event()  # set once the agent's setup() has run (or failed)
         self.done = anyio.Event()  # set when run() has returned
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -68,7 +69,10 @@ class AgentRunner:
         """Run until stopped and drained."""
         try:
             try:
-                await self.agent.setup(self.board, self.settings)
+                try:
+                    await self.agent.setup(self.board, self.settings)
+                finally:
+                    self.set_up.set()
             except Exception as e:  # a broken agent is reported and skipped, never the daemon's end
                 log.error(
                     "agent setup failed; not running it",
