@@ -25,6 +25,7 @@ SOCKET_TIMEOUT = 30.0
 MAX_BLOCK = 20.0
 
 _memory_servers: dict[str, fakeredis.FakeServer] = {}
+MAX_CONNECTIONS = 2000  # per client (board handle)
 
 
 def _hosts(netloc: str, url: str) -> list[tuple[str, int]]:
@@ -58,7 +59,9 @@ def connect(url: str) -> Any:
         return fakeredis.FakeAsyncRedis(server=server)
     if scheme in ("redis", "rediss", "unix"):
         try:
-            return aioredis.from_url(url, health_check_interval=15, **common)
+            # redis-py's default cap of 100 connections fails ("Too many connections") when 100
+            # handlers finish at once; a daemon's concurrency is the real bound.
+            return aioredis.from_url(url, health_check_interval=15, max_connections=MAX_CONNECTIONS, **common)
         except ValueError as e:
             raise InvalidURL("url", f"{e} in {url!r}") from None
     if scheme == "redis+sentinel":

@@ -14,6 +14,10 @@ board with a unique name, whose keys are deleted afterwards. Metrics:
     idle_cpu_100_workers      client and server CPU % while 100 workers block on their own kinds;
                               then one post on that same board (post_while_all_blocked)
     claim_latency_1k_vs_1m    claim(n=1) p50 ms on a kind with 1,000 open items vs 1,000,000
+    swarm_100                 one goal -> 100 concurrent LLM sub-agents (offline model, 0.2 s per
+                              call) -> one join, through a daemon running agents/swarm: median
+                              wall time and its overhead beyond 3 x 0.2 s (on the Redis given
+                              and on memory://)
 
 Workers use the blocking pattern of a daemon: claim; when there is nothing, block in
 `wait_for_work` until a post wakes them (or the next lease/retry comes due), never poll.
@@ -37,11 +41,17 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 
 from blackboard import __version__
+from blackboard.bench import support
 from blackboard.bench.idle import bench_idle_cpu
-from blackboard.bench.support import METRICS, TARGETS, _fresh_board, _info, percentile
+from blackboard.bench.support import _fresh_board, _info, percentile
+from blackboard.bench.swarm import TARGET as SWARM_TARGET
+from blackboard.bench.swarm import bench_swarm
+from blackboard.bench.throughput import bench_chain, bench_claim_latency, bench_pickup, bench_post_and_drain
 
 __all__ = ["METRICS", "TARGETS", "main", "percentile", "redact", "run_bench"]
-from blackboard.bench.throughput import bench_chain, bench_claim_latency, bench_pickup, bench_post_and_drain
+
+METRICS = (*support.METRICS, "swarm_100")
+TARGETS = {**support.TARGETS, "swarm_100": SWARM_TARGET}
 
 
 def redact(url: str) -> str:
@@ -130,6 +140,9 @@ async def run_bench(url: str, *, scale: float = 1.0, only: Sequence[str] | None 
         metrics["idle_cpu_100_workers"] = await bench_idle_cpu(url, scale)
     if "claim_latency_1k_vs_1m" in want:
         metrics["claim_latency_1k_vs_1m"] = await bench_claim_latency(url, scale)
+    # Last: it runs a whole daemon, litellm and all, in this process.
+    if "swarm_100" in want:
+        metrics["swarm_100"] = await bench_swarm(url, scale)
     report["metrics"] = {name: metrics[name] for name in METRICS if name in metrics}
     verdicts = [m["meets_target"] for m in metrics.values() if m["meets_target"] is not None]
     report["all_meet_target"] = all(verdicts)

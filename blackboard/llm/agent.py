@@ -55,6 +55,7 @@ class LLMAgent(Agent):
         self.output_model: type[BaseModel] | None = None
         self.schema: Any = None
         self.dynamic_schema = False
+        self._validator: Any = None
         if spec.output is not None and spec.output.model is not None:
             self.output_model = resolve(spec.output.model, base)
             if not (isinstance(self.output_model, type) and issubclass(self.output_model, BaseModel)):
@@ -293,9 +294,12 @@ class LLMAgent(Agent):
                 err = e.errors()[0]
                 where = ".".join(str(p) for p in err["loc"]) or "(root)"
                 raise InvalidOutput(f"{INVALID}{where}: {err['msg']}") from None
-        error = jsonschema.exceptions.best_match(
-            jsonschema.validators.validator_for(schema)(schema).iter_errors(data)
-        )
+        validator = self._validator if not self.dynamic_schema else None
+        if validator is None:
+            validator = jsonschema.validators.validator_for(schema)(schema)
+            if not self.dynamic_schema:
+                self._validator = validator  # a static schema: build its validator once
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise InvalidOutput(f"{INVALID}{where}: {error.message}")
