@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from blackboard.context import Context
     from blackboard.settings import Settings
 
+M = TypeVar("M", bound=BaseModel)
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -73,8 +74,14 @@ class AgentSpec(BaseModel):
 
 def spec_from(fields: dict[str, Any], where: str) -> AgentSpec:
     """An AgentSpec, or `InvalidInput` naming `where` and the field."""
+    return validated(AgentSpec, fields, where)
+
+
+def validated(model: type[M], fields: dict[str, Any], where: str) -> M:
+    """`model` validated from `fields` (a declaration: agent, LLM agent, critic), or
+    `InvalidInput` naming `where` and the first bad field."""
     try:
-        return AgentSpec.model_validate(fields)
+        return model.model_validate(fields)
     except ValidationError as e:
         err = e.errors()[0]
         cause = err.get("ctx", {}).get("error")

@@ -22,10 +22,9 @@ import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from blackboard.agents import Agent, Fail, spec_from
-from blackboard.errors import InvalidInput
+from blackboard.agents import Agent, Fail, spec_from, validated
 from blackboard.models import Item, Status
 
 if TYPE_CHECKING:
@@ -157,9 +156,5 @@ class Critic(Agent):
 
 
 def parse(data: dict[str, Any], path: Path) -> CriticSpec:
-    try:
-        return CriticSpec.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise InvalidInput(f"{path.name}.{loc}" if loc else path.name, err["msg"]) from None
+    """A CriticSpec, or `InvalidInput` naming the file and the field."""
+    return validated(CriticSpec, data, path.name)

@@ -25,10 +25,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from blackboard.agents import AgentSpec, spec_from
-from blackboard.errors import InvalidInput
+from blackboard.agents import AgentSpec, spec_from, validated
 
 
 class _Strict(BaseModel):
@@ -109,10 +108,5 @@ class LLMSpec(_Strict):
 
 
 def parse(data: dict[str, Any], path: Path) -> LLMSpec:
-    """An LLMSpec, or `InvalidInput` naming the file and the field."""
-    try:
-        return LLMSpec.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise InvalidInput(f"{path.name}.{loc}" if loc else path.name, err["msg"]) from None
+    """A LLMSpec, or `InvalidInput` naming the file and the field."""
+    return validated(LLMSpec, data, path.name)
