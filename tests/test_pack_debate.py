@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 
 from blackboard import Item, Status
-from tests.support.packs import PACKS, PackRun, run_pack
+from tests.support.packs import PACKS, PackRun, pack_module, run_pack
 
 pytestmark = pytest.mark.anyio
 
@@ -148,11 +147,7 @@ async def test_a_malformed_question_is_dead_lettered_without_a_round(
 
 
 def _decide() -> Any:
-    spec = importlib.util.spec_from_file_location("debate_moderator", PACKS / "debate" / "moderator.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.decide
+    return pack_module("debate", "moderator.py").decide
 
 
 def test_the_consensus_rule() -> None:

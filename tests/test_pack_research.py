@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
 
 from blackboard import Fail, Item, Status
-from tests.support.packs import PACKS, run_pack
+from tests.support.packs import PACKS, pack_module, run_pack
 
 pytestmark = pytest.mark.anyio
 
@@ -44,11 +43,7 @@ async def test_lead_fans_out_researchers_run_in_parallel_synthesis_joins_and_is_
 
 
 def _checker() -> Any:
-    spec = importlib.util.spec_from_file_location("research_check", PACKS / "research" / "check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.check_citations
+    return pack_module("research", "check.py").check_citations
 
 
 def _item(id: str, kind: str, payload: Any = None, **fields: Any) -> Item:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 from types import ModuleType
@@ -10,7 +9,7 @@ from types import ModuleType
 import pytest
 
 from blackboard import Item, Status
-from tests.support.packs import PACKS, PackRun, run_pack
+from tests.support.packs import PACKS, PackRun, pack_module, run_pack
 from tests.test_critic import run_guarded_goal
 
 GOAL = json.loads((PACKS / "software" / "goal.json").read_text())
@@ -125,11 +124,7 @@ async def test_a_failed_test_run_sends_the_fix_back_to_the_developer(board_url: 
 
 
 def load_testrun() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("software_testrun", PACKS / "software" / "testrun.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return pack_module("software", "testrun.py")
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
 
 from blackboard import Item, Status
-from tests.support.packs import PACKS, run_pack
+from tests.support.packs import PACKS, pack_module, run_pack
 
 pytestmark = pytest.mark.anyio
 
@@ -71,11 +70,7 @@ async def test_lookups_run_in_parallel_the_drafter_joins_and_only_approved_draft
 
 
 def _review() -> Any:
-    spec = importlib.util.spec_from_file_location("support_review", PACKS / "support" / "_review.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.review
+    return pack_module("support", "_review.py").review
 
 
 def _item(kind: str, payload: Any) -> Item:

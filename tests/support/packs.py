@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
@@ -19,6 +21,16 @@ from blackboard.settings import Settings
 ROOT = Path(__file__).parent.parent.parent
 PACKS = ROOT / "agents"
 _boards = itertools.count()
+
+
+def pack_module(pack: str, filename: str) -> ModuleType:
+    """A Python file of a pack, imported on its own (to test its functions without a daemon)."""
+    path = PACKS / pack / filename
+    spec = importlib.util.spec_from_file_location(f"pack_{pack}_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass
