@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,17 +32,22 @@ OUT = {"type": "object", "properties": {"answer": {"type": "string"}}, "required
 
 # Scripted answers, by model name: a function of the conversation giving a message dict.
 SCRIPTS: dict[str, Callable[[list[dict[str, Any]]], dict[str, Any]]] = {}
+# Calls the scripted provider received, by model name.
+CALLS: Counter[str] = Counter()
 
 
 def _scripted() -> Any:
-    from litellm.exceptions import APIConnectionError
+    from litellm.exceptions import APIConnectionError, NotFoundError
     from litellm.llms.custom_llm import CustomLLM
     from litellm.types.utils import Choices, Message, ModelResponse, Usage
 
     class Scripted(CustomLLM):
         async def acompletion(self, model: str, messages: list[dict[str, Any]], *a: Any, **kw: Any) -> Any:
-            if model == "broken":
+            CALLS[model] += 1
+            if model == "broken" or (model.startswith("flaky") and CALLS[model] == 1):
                 raise APIConnectionError(message="scripted outage", llm_provider="scripted", model=model)
+            if model.startswith("gone"):
+                raise NotFoundError(message="scripted: no such model", llm_provider="scripted", model=model)
             msg = SCRIPTS[model](messages)
             r = ModelResponse(model=f"scripted/{model}", choices=[Choices(index=0, message=Message(**msg))])
             r.usage = Usage(prompt_tokens=11, completion_tokens=7, total_tokens=18)  # type: ignore[attr-defined]
@@ -210,6 +217,26 @@ async def test_fallback_models_answer_when_the_primary_fails(board_url: str, tmp
     assert [c.model for c in run.goal.usage] == ["offline/backup"]
 
 
+async def test_without_fallbacks_a_transient_error_is_retried_in_the_same_attempt(
+    board_url: str, tmp_path: Path
+) -> None:
+    model = f"flaky-{board_url[:5]}"  # a model of this test's own: the provider counts its calls
+    SCRIPTS[model] = lambda messages: {"role": "assistant", "content": '{"answer": "second time"}'}
+    agent_file(tmp_path, "flaky", model=f"scripted/{model}", output={"schema": OUT}, retries=1)
+    run = await run_pack(board_url, [tmp_path], "t.goal", {"q": "x"})
+    assert run.goal.status is Status.DONE and run.goal.attempts == 1
+    assert run.goal.result == {"answer": "second time"} and CALLS[model] == 2
+    assert [c.model for c in run.goal.usage] == [f"scripted/{model}"]
+
+
+async def test_a_final_provider_error_is_not_retried(board_url: str, tmp_path: Path) -> None:
+    model = f"gone-{board_url[:5]}"
+    agent_file(tmp_path, "gone", model=f"scripted/{model}", output={"schema": OUT}, retries=3)
+    run = await run_pack(board_url, [tmp_path], "t.goal", {"q": "x"})
+    assert run.goal.status is Status.DEAD and "NotFoundError" in (run.goal.error or "")
+    assert CALLS[model] == run.goal.attempts  # one call per attempt: a missing model is not retried
+
+
 async def test_the_deployment_overrides_the_model(board_url: str, tmp_path: Path) -> None:
     agent_file(tmp_path, "a1", model="offline/in-file", output={"schema": OUT})
     run = await run_pack(board_url, [tmp_path], "t.goal", {"q": "x"}, model="offline/everyone")
@@ -334,6 +361,47 @@ async def test_the_limiter_is_shared_by_every_handle_on_the_board(board_url: str
         assert la.limit_for("anthropic/claude") is None and await la.take("anthropic/claude", 10) == 0
         await lb.cool_down("anthropic/claude", 5)  # a 429 seen by one daemon holds back the other
         assert await la._op("anthropic/claude", ModelLimit(), op="take", tokens=1) == 5000
+
+
+async def test_a_model_without_limits_looks_for_a_cool_down_once_a_second(
+    board_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "cool-" + str(time.time_ns())
+    async with (
+        await Board.connect(board_url, board=name) as a,
+        await Board.connect(board_url, board=name) as b,
+    ):
+        la, lb = RateLimiter(a, {}), RateLimiter(b, {})
+        looks = Counter[str]()
+        real = la._op
+
+        async def counted(model: str, limit: ModelLimit, **args: object) -> int:
+            looks[model] += 1
+            return await real(model, limit, **args)
+
+        monkeypatch.setattr(la, "_op", counted)
+        for _ in range(50):  # fifty calls in a row: one look at Redis
+            assert await la.take("local/m", 100) == 0
+        assert looks["local/m"] == 1
+        await lb.cool_down("local/m", 0.3)  # another daemon met a 429
+        fresh = RateLimiter(a, {})  # (a daemon that has not looked yet sees it at once)
+        started = time.monotonic()
+        assert await fresh.take("local/m", 100) > 0 and time.monotonic() - started >= 0.25
+        assert await la.take("other/m", 100) == 0
+        await la.cool_down("other/m", 0.2)  # a 429 this daemon met holds it back at once
+        assert await la.take("other/m", 100) >= 0.15
+
+
+async def test_offline_calls_are_priced_by_litellm_at_the_nominal_price(
+    board_url: str, tmp_path: Path
+) -> None:
+    from blackboard.llm.offline import PRICE_PER_TOKEN
+
+    agent_file(tmp_path, "priced", model="offline/priced", output={"schema": OUT})
+    run = await run_pack(board_url, [tmp_path], "t.goal", {"q": "x"})
+    (call,) = run.goal.usage
+    expected = call.prompt_tokens * PRICE_PER_TOKEN[0] + call.completion_tokens * PRICE_PER_TOKEN[1]
+    assert call.cost == pytest.approx(expected) and expected > 0
 
 
 def test_offline_answers_are_deterministic_and_valid_for_the_schema() -> None:

@@ -45,23 +45,33 @@ def warm_up() -> None:
     importlib.import_module("litellm.responses.mcp.chat_completions_handler")
 
 
-def cost_of(response: Any, model: str) -> float | None:
-    """litellm's price of one response in USD; offline models at a nominal small-model price;
-    None when the model's price is unknown (a local model, say)."""
-    lib = litellm()
-    try:
-        if model.startswith("offline/"):
-            from blackboard.llm.offline import PRICE_PER_TOKEN
+def price_offline(models: list[str]) -> None:
+    """Give litellm the offline models' nominal small-model price, so it prices their responses
+    in its own pipeline as it does a hosted model's (`cost_of` reads that price)."""
+    from blackboard.llm.offline import PRICE_PER_TOKEN
 
-            return float(
-                lib.completion_cost(
-                    completion_response=response,
-                    custom_cost_per_token={
-                        "input_cost_per_token": PRICE_PER_TOKEN[0],
-                        "output_cost_per_token": PRICE_PER_TOKEN[1],
-                    },
-                )
-            )
-        return float(lib.completion_cost(completion_response=response))
+    lib = litellm()
+    new = [m for m in dict.fromkeys(models) if m.startswith("offline/") and m not in lib.model_cost]
+    if new:
+        price = {
+            "input_cost_per_token": PRICE_PER_TOKEN[0],
+            "output_cost_per_token": PRICE_PER_TOKEN[1],
+            "cache_creation_input_token_cost": 0.0,
+            "cache_read_input_token_cost": 0.0,
+            "litellm_provider": "offline",
+            "mode": "chat",
+        }
+        with _lock:
+            lib.register_model({m: dict(price) for m in new})
+
+
+def cost_of(response: Any) -> float | None:
+    """litellm's price of one response in USD (computed as litellm handled the call), or None
+    when it does not know the model's price (a local model, say)."""
+    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    if cost is not None:
+        return float(cost)
+    try:
+        return float(litellm().completion_cost(completion_response=response))
     except Exception:
         return None
