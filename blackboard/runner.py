@@ -1,7 +1,8 @@
 """`AgentRunner`: one agent's life in a daemon — claim, run handlers, keep leases, finish.
 
 A claim loop takes up to `concurrency` items; each handler runs in its own cancel scope under
-the runner's task group; one heartbeat task renews every held lease in one call. Stopping
+the runner's task group; one heartbeat task renews every held lease in one call, and one
+completer sends the completions that finish together in one call (`blackboard.completer`). Stopping
 follows dramatiq's order: stop taking work, keep heartbeats going while handlers finish, then
 give back (release) whatever is still running when the grace period ends.
 """
@@ -18,6 +19,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from blackboard.agents import Agent, Fail, Retry
 from blackboard.board import Board
+from blackboard.completer import Completer
 from blackboard.context import Context
 from blackboard.errors import BlackboardError, BoardUnavailable, LeaseLost
 from blackboard.metrics import Metrics
@@ -56,6 +58,7 @@ class AgentRunner:
         self.metrics = metrics
         self.sweep = sweep
         self.running: dict[str, _Running] = {}
+        self.completer = Completer(board)
         self.stopping = False
         self._claim_scope = anyio.CancelScope()
         self._changed = anyio.Event()  # a handler finished or stop was asked
@@ -84,12 +87,13 @@ class AgentRunner:
                 return
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeats)
+                tg.start_soon(self.completer.run)
                 task_status.started()
                 with self._claim_scope:
                     await self._claim_loop(tg)
                 while self.running:  # stopped claiming: let handlers finish (drain bounds this)
                     await self._wait_changed()
-                tg.cancel_scope.cancel()  # heartbeats
+                tg.cancel_scope.cancel()  # heartbeats and the completer
         finally:
             self.done.set()
 
@@ -217,7 +221,7 @@ class AgentRunner:
             op, value, delay = outcome
             if op == "complete":
                 try:
-                    await self.board.complete(claim, value, ctx.outputs, fetch_outputs=False, usage=ctx.usage)
+                    await self.completer.complete(claim, value, ctx.outputs, ctx.usage)
                     self.metrics.completed.labels(*labels).inc()
                     for out in ctx.outputs:
                         self.metrics.posted.labels(out.kind).inc()
