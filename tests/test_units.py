@@ -43,3 +43,40 @@ def test_exports_match_all() -> None:
     assert exported - {"annotations"} == set(blackboard.__all__)
     for name in blackboard.__all__:
         assert getattr(getattr(blackboard, name), "__module__", "blackboard").startswith("blackboard")
+
+
+def test_a_plain_name_path_template_gives_what_jinja_gives() -> None:
+    """`{{ a.b }}` skips Jinja's per-call context, with the same answers and the same errors."""
+    import pytest
+
+    from blackboard.errors import InvalidInput
+    from blackboard.llm.templates import _NamePath, compile_value, environment, render_value
+
+    variables = {"payload": {"job": "j", "n": 3, "inner": {"a": None}}, "each": "x", "output": {"t": [1]}}
+    exprs = [
+        "payload.job",
+        "payload.n",
+        " payload.inner.a ",
+        "output.t",
+        "each",
+        "payload.job.upper",  # a str method, as in Jinja
+        "payload.missing",  # undefined attribute
+        "nope",  # undefined name
+        "nope.x",
+        "payload.__class__",  # refused by the sandbox
+    ]
+
+    def outcome(compiled: object) -> object:
+        try:
+            return repr(render_value(compiled, variables))
+        except InvalidInput as e:
+            return f"error: {e}"
+
+    for expr in exprs:
+        fast = compile_value("{{" + expr + "}}", "f")
+        assert isinstance(fast[1], _NamePath), expr
+        jinja = ("expr", environment().compile_expression(expr, undefined_to_none=False), "f")
+        assert outcome(fast) == outcome(jinja), expr
+    assert outcome(compile_value("{{ nope }}", "f")) == "error: f: expression error: 'nope' is undefined"
+    with pytest.raises(InvalidInput, match="unsafe"):
+        render_value(compile_value("{{ payload.__class__ }}", "f"), variables)
