@@ -35,6 +35,12 @@ from blackboard.settings import Settings
 log = structlog.get_logger("blackboard.daemon")
 
 UNFINISHED = (Status.OPEN, Status.CLAIMED, Status.WAITING, Status.FAILED)
+# Collector thresholds once the startup heap is frozen. Python's default (700, 10, 10) runs a
+# young collection every 700 allocations: a hundred concurrent handlers (and litellm) make that
+# ~200 pauses per swarm goal, 20-30 ms of stalled loop. A long-lived server can afford to let
+# 50,000 young objects pile up (memory bounded, cycles still collected); the swarm bench's CPU per
+# goal drops by a fifth with it (docs/ARCHITECTURE.md).
+GC_THRESHOLD = (50_000, 50, 100)
 
 
 class _Slot:
@@ -90,6 +96,7 @@ class Daemon:
                 # the collector's full passes, which otherwise stall the loop for ~170 ms.
                 gc.collect()
                 gc.freeze()
+                gc.set_threshold(*GC_THRESHOLD)
                 if self.settings.reload:
                     tg.start_soon(self._watch)
                 tg.start_soon(self._reaper)
