@@ -7,12 +7,15 @@ look as if they overlapped. No timing threshold is asserted (numbers belong to t
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 
 import pytest
 
 from blackboard import Status, bench
 from blackboard.bench.swarm import CRITICAL_CALLS, SWARM_SIZE, TARGET, goal_timings, summarise
+from blackboard.daemon import GC_THRESHOLD
 from tests.support.packs import PACKS, run_pack
 
 pytestmark = pytest.mark.anyio
@@ -52,6 +55,8 @@ async def test_one_goal_fans_out_to_100_concurrent_workers_then_joins(
     assert run.usage.calls == SWARM_SIZE + 2 and run.usage.errors == 0
     assert run.usage.by_model["offline/swarm-worker"].calls == SWARM_SIZE
     assert all(len(it.usage) == 1 for it in run.items)
+    # the daemon froze its startup heap and let the young generation grow (GC_THRESHOLD)
+    assert gc.get_freeze_count() > 0 and gc.get_threshold() == GC_THRESHOLD
 
     timing = summarise([goal_timings(run.goal, tasks, join)], LATENCY)
     phases = timing["phases_ms"]
@@ -77,7 +82,18 @@ async def test_bench_measures_the_swarm_on_redis_and_memory(redis_url: str) -> N
     swarm = report["metrics"]["swarm_100"]
     assert swarm["target"] == TARGET and swarm["meets_target"] in (True, False)
     assert swarm["meets_target"] == (swarm["redis"]["overhead_pct_median"] <= 5)
-    for backend in ("redis", "memory"):
+    assert swarm["redis"]["daemons"] == 1 and swarm["memory"]["daemons"] == 1
+    cores = os.cpu_count() or 1
+    backends = ["redis", "memory"]
+    if cores > 1:  # one daemon per core: the bench's own and cores - 1 `blackboard run` processes
+        assert swarm["redis_per_core"]["daemons"] == cores
+        backends.append("redis_per_core")
+    direct = swarm["direct"]  # the same model calls with no board: litellm's own share
+    assert direct["goals"] == 1 and direct["wall_s_median"] > direct["ideal_s"] == pytest.approx(0.6)
+    board_ms = (swarm["redis"]["wall_s_median"] - direct["wall_s_median"]) * 1000
+    assert swarm["orchestration_ms_median"] == pytest.approx(board_ms, abs=0.1)
+    assert swarm["orchestration_pct_of_ideal"] == pytest.approx(board_ms / 600 * 100, abs=0.1)
+    for backend in backends:
         m = swarm[backend]
         assert m["goals"] == 1 and m["all_overlapped"]
         assert m["ideal_s"] == pytest.approx(0.6)

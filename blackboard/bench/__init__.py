@@ -16,8 +16,9 @@ board with a unique name, whose keys are deleted afterwards. Metrics:
     claim_latency_1k_vs_1m    claim(n=1) p50 ms on a kind with 1,000 open items vs 1,000,000
     swarm_100                 one goal -> 100 concurrent LLM sub-agents (offline model, 0.2 s per
                               call) -> one join, through a daemon running agents/swarm: median
-                              wall time and its overhead beyond 3 x 0.2 s (on the Redis given
-                              and on memory://)
+                              wall time and its overhead beyond 3 x 0.2 s (on the Redis given,
+                              with one daemon per core too, and on memory://), and `direct`: the
+                              same model calls with no board, litellm's own share
 
 Workers use the blocking pattern of a daemon: claim; when there is nothing, block in
 `wait_for_work` until a post wakes them (or the next lease/retry comes due), never poll.

@@ -9,6 +9,11 @@ done does not count.
 
 The daemon, the model client (litellm) and the bench share one process and one event loop, as a
 daemon's agents do: `process_cpu_ms_per_goal` and `gc_pause_ms` show how busy that loop was.
+litellm itself costs over a millisecond of CPU per call, so a hundred calls on one loop take
+longer than one call however they are orchestrated: `direct` makes the same 102 calls with no
+board at all (planner, `asyncio.gather` of the hundred, joiner), which separates litellm's own
+cost from the board's. `extra_daemons` adds `blackboard run` processes on the same board, as a
+deployment with one daemon per core does.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import gc
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -189,11 +196,48 @@ def _redis_errors(daemon: Daemon) -> float:
     return daemon.metrics.registry.get_sample_value("blackboard_redis_errors_total") or 0.0
 
 
+def _start_daemons(
+    n: int, url: str, board: str, folder: Path, latency: float
+) -> list[subprocess.Popen[bytes]]:
+    """`n` more daemons on the board, as separate `blackboard run` processes."""
+    env = {**os.environ, "BLACKBOARD_OFFLINE_LATENCY": str(latency), "BLACKBOARD_MODEL": ""}
+    cmd = [sys.executable, "-m", "blackboard", "run", "--url", url, "--board", board, "--agents", str(folder)]
+    cmd += ["--no-http", "--no-reload", "--no-entry-points", "--log-level", "warning", "--models", "{}"]
+    return [subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL) for _ in range(n)]
+
+
+async def _wait_for_daemons(board: Board, n: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    from blackboard import presence
+
+    with anyio.fail_after(60):
+        while len([d for d in await presence.daemons(board) if d.live]) < n:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a swarm bench daemon exited at startup")
+            await anyio.sleep(0.1)  # polling a condition with a deadline, not synchronisation
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 async def swarm_on(
-    url: str, goals: int, *, warmup: int = 1, latency: float = LATENCY, folder: Path | None = None
+    url: str,
+    goals: int,
+    *,
+    warmup: int = 1,
+    latency: float = LATENCY,
+    folder: Path | None = None,
+    extra_daemons: int = 0,
 ) -> dict[str, Any]:
     """Run `warmup` + `goals` swarm goals one after another through one daemon on `url` (the pack
-    in `folder`, default the checkout's agents/swarm)."""
+    in `folder`, default the checkout's agents/swarm) and `extra_daemons` more processes."""
     folder = folder or pack_folder()
     if folder is None:
         raise FileNotFoundError("agents/swarm not found: the swarm bench runs from a checkout")
@@ -213,11 +257,13 @@ async def swarm_on(
     settings = Settings(**options)  # these over the environment and blackboard.toml
     runs: list[dict[str, Any]] = []
     gcs = _GCPauses()
+    procs = _start_daemons(extra_daemons, url, probe.name, folder, latency) if extra_daemons else []
     try:
         with _offline_latency(latency), _quiet_logs():
             daemon = Daemon(settings)
             async with anyio.create_task_group() as tg:
                 await tg.start(daemon.run)
+                await _wait_for_daemons(probe, 1 + extra_daemons, procs)
                 for n in range(warmup):
                     await _one_goal(probe, n)
                 errors, cpu = _redis_errors(daemon), time.process_time()
@@ -227,11 +273,14 @@ async def swarm_on(
                 cpu, errors = time.process_time() - cpu, _redis_errors(daemon) - errors
                 daemon.stop()
     finally:
+        _stop(procs)
         await _drop(probe)
     return {
         **summarise(runs, latency),
+        "daemons": 1 + extra_daemons,
         # CPU of this process (daemon, model client and this bench's waiting) per goal: the
-        # event loop's work, which competes with the 100 handlers for one core.
+        # event loop's work, which competes with the 100 handlers for one core (not counting
+        # the extra daemons' processes).
         "process_cpu_ms_per_goal": round(cpu / goals * 1000, 1),
         "gc_pause_ms": {
             "per_goal": round(sum(gcs.pauses) / goals, 1),
@@ -242,8 +291,70 @@ async def swarm_on(
     }
 
 
+async def direct_on(goals: int, *, warmup: int = 1, latency: float = LATENCY) -> dict[str, Any]:
+    """The floor for one process: the swarm's 102 offline model calls made straight through
+    `litellm.acompletion` with no board (planner, the hundred at once, joiner), `goals` times,
+    with the daemon's collector settings. Its wall time beyond `3 x latency` is litellm's own."""
+    import asyncio
+
+    from blackboard.daemon import GC_THRESHOLD
+    from blackboard.llm.client import litellm, price_offline, warm_up
+
+    await anyio.to_thread.run_sync(warm_up)
+    lib = litellm()
+    models = [f"offline/swarm-{role}" for role in ("planner", "worker", "joiner")]
+    price_offline(models)
+
+    def fmt(prop: str, schema: dict[str, Any]) -> dict[str, Any]:
+        body = {"type": "object", "properties": {prop: schema}, "required": [prop]}
+        return {"type": "json_schema", "json_schema": {"name": prop, "schema": body}}
+
+    tasks = fmt("tasks", {"type": "array", "minItems": SWARM_SIZE, "maxItems": SWARM_SIZE})
+    text = {"type": "string"}
+
+    async def call(model: str, prompt: str, response_format: dict[str, Any]) -> None:
+        messages = [
+            {"role": "system", "content": "You carry out one part of a larger job."},
+            {"role": "user", "content": prompt},
+        ]
+        await lib.acompletion(model=model, messages=messages, response_format=response_format)
+
+    async def goal(n: int) -> float:
+        started = time.perf_counter()
+        result, summary = fmt("result", text), fmt("summary", text)
+        await call(models[0], f"Job: swarm direct goal {n}", tasks)
+        await asyncio.gather(*(call(models[1], f"Job {n}, part {i + 1}", result) for i in range(SWARM_SIZE)))
+        await call(models[2], f"Job {n}: combine " + ", ".join(map(str, range(SWARM_SIZE))), summary)
+        return time.perf_counter() - started
+
+    thresholds = gc.get_threshold()
+    with _offline_latency(latency):
+        for n in range(warmup):
+            await goal(n)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)
+        try:
+            cpu = time.process_time()
+            walls = [await goal(n) for n in range(warmup, warmup + goals)]
+            cpu = time.process_time() - cpu
+        finally:
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
+    ideal, wall = CRITICAL_CALLS * latency, statistics.median(walls)
+    return {
+        "goals": goals,
+        "ideal_s": round(ideal, 3),
+        "wall_s_median": round(wall, 3),
+        "wall_s_all": [round(w, 3) for w in walls],
+        "overhead_pct_median": round((wall - ideal) / ideal * 100, 1),
+        "process_cpu_ms_per_goal": round(cpu / goals * 1000, 1),
+    }
+
+
 async def bench_swarm(url: str, scale: float) -> dict[str, Any]:
-    """The swarm on `url` and, when that is a real Redis, on memory:// too."""
+    """The swarm on `url` through one daemon and through one daemon per core; on memory:// when
+    `url` is a real Redis; and the same model calls with no board (`direct`)."""
     goals = max(1, round(5 * scale))
     if pack_folder() is None:
         return {
@@ -251,15 +362,25 @@ async def bench_swarm(url: str, scale: float) -> dict[str, Any]:
             "target": TARGET,
             "meets_target": None,
         }
+    runs: dict[str, tuple[str, int]] = {"redis": (url, 0)}
     if url.startswith("memory://"):
-        urls = {"memory": url}
-    else:  # the Redis given, and the in-process board for comparison
-        urls = {"redis": url, "memory": "memory://bench-swarm"}
+        runs = {"memory": (url, 0)}
+    else:  # the Redis given, with one daemon per core too, and the in-process board to compare
+        cores = os.cpu_count() or 1
+        if cores > 1:
+            runs["redis_per_core"] = (url, cores - 1)
+        runs["memory"] = ("memory://bench-swarm", 0)
     out: dict[str, Any] = {"agents": SWARM_SIZE, "latency_s": LATENCY, "warmup_goals": 1}
-    for backend, u in urls.items():
-        _progress(f"swarm_100: {goals} goals of 1 planner -> {SWARM_SIZE} workers -> 1 joiner on {backend}")
-        out[backend] = await swarm_on(u, goals)
-    primary = out[next(iter(urls))]
+    for name, (u, extra) in runs.items():
+        _progress(f"swarm_100: {goals} goals of 1 planner -> {SWARM_SIZE} workers -> 1 joiner on {name}")
+        out[name] = await swarm_on(u, goals, extra_daemons=extra)
+    _progress(f"swarm_100: {goals} goals of the same 102 model calls with no board (direct)")
+    out["direct"] = await direct_on(goals)
+    primary = out[next(iter(runs))]
+    # What the board adds to one process's wall time, beyond what litellm itself takes.
+    board_ms = (primary["wall_s_median"] - out["direct"]["wall_s_median"]) * 1000
+    out["orchestration_ms_median"] = round(board_ms, 1)
+    out["orchestration_pct_of_ideal"] = round(board_ms / (CRITICAL_CALLS * LATENCY * 1000) * 100, 1)
     out["target"] = TARGET
     out["meets_target"] = primary["overhead_pct_median"] <= OVERHEAD_LIMIT
     return out
