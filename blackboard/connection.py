@@ -8,6 +8,7 @@ redis+cluster://host:port[,host:port]    Redis Cluster, from any seed nodes
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +27,30 @@ MAX_BLOCK = 20.0
 
 _memory_servers: dict[str, fakeredis.FakeServer] = {}
 MAX_CONNECTIONS = 2000  # per client (board handle)
+
+
+def _sha1hex(data: bytes | str) -> bytes:
+    """Redis's `redis.sha1hex` for fakeredis's Lua: the hex SHA-1 of a string."""
+    return hashlib.sha1(data.encode() if isinstance(data, str) else data).hexdigest().encode()
+
+
+def _memory_server(name: str) -> fakeredis.FakeServer:
+    """The in-process server called `name`, its Lua given the `redis.sha1hex` that real Redis
+    has and fakeredis lacks (the audit log's hash chain uses it).
+
+    fakeredis builds one Lua runtime per server, with a global `redis` table, on its first
+    script; the function is added to that table once it exists.
+    """
+    server = _memory_servers.get(name)
+    if server is None:
+        server = fakeredis.FakeServer()
+        fakeredis.FakeRedis(server=server).eval("return 1", 0)  # makes the server's runtime
+        runtime = getattr(server, "_lua_runtime", None)
+        if runtime is None:  # pragma: no cover - a fakeredis that builds its Lua differently
+            raise RuntimeError("this fakeredis version keeps no per-server Lua runtime; pin 2.40")
+        runtime.globals()[b"redis"][b"sha1hex"] = _sha1hex
+        _memory_servers[name] = server
+    return server
 
 
 def _hosts(netloc: str, url: str) -> list[tuple[str, int]]:
@@ -55,8 +80,7 @@ def connect(url: str) -> Any:
     common: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": 5.0}
     if scheme == "memory":
         name = (parts.netloc + parts.path).strip("/") or "default"
-        server = _memory_servers.setdefault(name, fakeredis.FakeServer())
-        return fakeredis.FakeAsyncRedis(server=server)
+        return fakeredis.FakeAsyncRedis(server=_memory_server(name))
     if scheme in ("redis", "rediss", "unix"):
         try:
             # redis-py's default cap of 100 connections fails ("Too many connections") when 100
