@@ -79,6 +79,7 @@ class Board(BoardReader):
         self.reconnect_timeout = reconnect_timeout
         self.clock = clock
         self.on_redis_error = on_redis_error
+        self.daemon_id: str | None = None  # set by a daemon: its id goes on every audit record
         self.on_lease_expired = on_lease_expired
         self.redis = client
         self._scripts = Scripts.register(client)
@@ -142,6 +143,8 @@ class Board(BoardReader):
                 ctx["now"] = int(self.clock() * 1000)
             if actor:
                 ctx["actor"] = actor
+            if self.daemon_id:
+                ctx["daemon"] = self.daemon_id
             keys = [*self.keys.fixed, *(k for kind in wanted for k in self.keys.kind_keys(kind)), *extra_keys]
             argv = [json.dumps(ctx), json.dumps(args)]
             raw = await self.retrying(lambda: script(keys=keys, args=argv))  # noqa: B023

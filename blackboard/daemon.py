@@ -74,6 +74,7 @@ class Daemon:
             on_redis_error=self._redis_error,
             on_lease_expired=self._lease_expired,
         )
+        self.board.daemon_id = self.id
 
     @property
     def ready(self) -> bool:
@@ -100,6 +101,8 @@ class Daemon:
                 if self.settings.reload:
                     tg.start_soon(self._watch)
                 tg.start_soon(self._reaper)
+                if self.settings.audit_dir is not None:
+                    tg.start_soon(self._audit_exporter)
                 tg.start_soon(self._presence)
                 if self.settings.http:
                     from blackboard.http import serve
@@ -266,6 +269,26 @@ class Daemon:
                 await self.board.reap()
             except BlackboardError as e:
                 log.warning("reap failed", error=str(e))
+
+    async def _audit_exporter(self) -> None:
+        """Move the board's audit records into `audit_dir`, every `audit_interval` (the board's
+        lock lets one daemon at a time do it). A failure is logged and counted, never fatal."""
+        from blackboard import audit
+        from blackboard.audit_export import AuditExporter
+
+        assert self.settings.audit_dir is not None
+        key = self.settings.audit_key.get_secret_value().encode() if self.settings.audit_key else None
+        exporter = AuditExporter(self.board, self.settings.audit_dir, key)
+        while True:
+            try:
+                self.metrics.audit_exported.inc(await exporter.export())
+                head, done = await audit.head(self.board), await audit.exported(self.board)
+                self.metrics.audit_records.set(head.seq)
+                self.metrics.audit_lag.set(head.seq - done.seq)
+            except (BlackboardError, OSError) as e:
+                self.metrics.audit_errors.inc()
+                log.error("audit export failed", error=f"{type(e).__name__}: {e}")
+            await anyio.sleep(self.settings.audit_interval)
 
     async def _presence(self) -> None:
         while True:

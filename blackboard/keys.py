@@ -31,6 +31,7 @@ FIXED_NAMES = (
     "guards",
     "usage",
     "totals",
+    "audit",
 )
 
 

@@ -113,6 +113,18 @@ class Metrics:
         self.ready = Gauge(
             "blackboard_ready", "1 when the daemon can reach Redis and runs its agents.", registry=r
         )
+        self.audit_exported = Counter(
+            "blackboard_audit_records_exported", "Audit records this daemon moved to files.", registry=r
+        )
+        self.audit_records = Gauge(
+            "blackboard_audit_records", "Audit records written on the board (the chain's head).", registry=r
+        )
+        self.audit_lag = Gauge(
+            "blackboard_audit_export_lag_records", "Audit records in Redis not yet exported.", registry=r
+        )
+        self.audit_errors = Counter(
+            "blackboard_audit_export_errors", "Audit exports that failed (broken chain, disk).", registry=r
+        )
         am = ["agent", "model"]
         self.llm_requests = Counter(
             "blackboard_llm_requests", "Model calls, by outcome (ok or error).", [*am, "outcome"], registry=r

@@ -24,6 +24,7 @@ OPERATIONS = (
     "mark",
     "requeue",
     "ratelimit",
+    "audit_trim",
 )
 
 
@@ -49,6 +50,7 @@ class Scripts:
     mark: Any
     requeue: Any
     ratelimit: Any
+    audit_trim: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

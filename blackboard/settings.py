@@ -61,6 +61,15 @@ class Settings(BaseSettings):
         description="Requests/tokens per minute per model or glob, shared by all daemons, as JSON: "
         '{"openai/*": {"rpm": 500, "tpm": 200000}}.',
     )
+    audit_dir: Path | None = Field(
+        None,
+        description="Export the board's audit log into JSONL files in this folder (one daemon at a "
+        "time exports; records leave Redis only once on disk).",
+    )
+    audit_interval: float = Field(5.0, gt=0, description="Seconds between audit exports.")
+    audit_key: SecretStr | None = Field(
+        None, description="HMAC key of the exported audit files' SHA-256 chain (verify needs the same key)."
+    )
 
     @field_validator("board")
     @classmethod

@@ -49,6 +49,11 @@ def run(
     model: Annotated[str | None, typer.Option(help=_desc("model"))] = None,
     models: Annotated[str | None, typer.Option(help=_desc("models"))] = None,
     llm_limits: Annotated[str | None, typer.Option(help=_desc("llm_limits"))] = None,
+    audit_dir: Annotated[Path | None, typer.Option(help=_desc("audit_dir"))] = None,
+    audit_interval: Annotated[float | None, typer.Option(help=_desc("audit_interval"))] = None,
+    audit_key: Annotated[
+        str | None, typer.Option(help=_desc("audit_key") + " Prefer BLACKBOARD_AUDIT_KEY (ps shows flags).")
+    ] = None,
 ) -> None:
     """Run the daemon: load agent plugins, claim and run work, serve HTTP, until SIGTERM/SIGINT.
 
@@ -86,6 +91,9 @@ def run(
             model=model,
             models=json_flag("--models", models),
             llm_limits=json_flag("--llm-limits", llm_limits),
+            audit_dir=audit_dir,
+            audit_interval=audit_interval,
+            audit_key=audit_key,
         )
     except ValidationError as e:
         first = e.errors()[0]

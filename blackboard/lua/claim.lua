@@ -82,4 +82,5 @@ for _, k in ipairs(kinds) do
 end
 local due = next_due(kinds)
 if due then out[1] = tostring(due) end
+flush_audit()
 return out

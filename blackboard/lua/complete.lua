@@ -32,7 +32,7 @@ for i, c in ipairs(ARGS.done) do
       redis.call('HSET', K_RESULTS, c.id, c.result)
       add_usage(c.id, st.root, c.usage)
       put_state(c.id, st)
-      emit('done', c.id, kind, st)
+      emit('done', c.id, kind, st, nil, c.result)
       local posted = {}
       for j, p in ipairs(c.outputs) do posted[j] = post_one(p) end
       satisfy_dependants(c.id)

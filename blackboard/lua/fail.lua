@@ -24,7 +24,7 @@ for i, c in ipairs(ARGS.failed) do
       st.not_before = NOW + c.delay
       make_ready(c.id, kind, st, c.delay > 0 and 'failed' or 'open')
       put_state(c.id, st)
-      emit('failed', c.id, kind, st, {retry_at = st.not_before or NOW})
+      emit('failed', c.id, kind, st, {retry_at = st.not_before or NOW}, c.error)
     end
     out[i] = {ok = st.status}
   elseif st and st.last_token == c.token and st.last_op == 'fail' then

@@ -18,9 +18,12 @@
 --   KEYS[15] guards    hash    guarded kind -> review kind (a critic reviews its items first)
 --   KEYS[16] usage     hash    id -> JSON list of model calls made for the item (all attempts)
 --   KEYS[17] totals    hash    root -> JSON usage totals of the goal (calls, tokens, cost, by model)
+--   KEYS[18] audit     stream  one hash-chained record per state change (blackboard/audit.py);
+--                              trimmed only by the exporter, once the records are on disk
 --   then per kind k: ready zset (claim order), delayed zset (due ms), leased zset (deadline ms),
 --   wake list (a token that blocked claimers BLPOP on).
--- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s}
+-- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s,
+--   daemon = id of the daemon making the call, policy = version of the policy in force}
 -- ARGV[2]: JSON arguments of the operation.
 -- Every script returns one JSON string: {ok = ...} or {err = code, ...} or {needkinds = [...]}.
 -- No key name is built here: per-kind keys arrive through KEYS; a script that finds it needs a
@@ -29,8 +32,8 @@
 local K_META, K_KIND, K_ITEMS, K_STATE, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_STATUS, K_WAITING, K_DEPS, K_CHILDREN, K_LINEAGE = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local K_COUNTS, K_IDEM, K_EVENTS, K_KINDS = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
-local K_GUARDS, K_USAGE, K_TOTALS = KEYS[15], KEYS[16], KEYS[17]
-local NFIXED = 17
+local K_GUARDS, K_USAGE, K_TOTALS, K_AUDIT = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
+local NFIXED = 18
 
 local CTX = cjson.decode(ARGV[1])
 local ARGS = cjson.decode(ARGV[2])
@@ -60,7 +63,53 @@ local function missing_kinds(list)
   return out
 end
 
-local function reply(t) return cjson.encode(t) end
+-- The audit record of one state change, appended in the same script as the change, so there is
+-- no change without its record and no record without its change. Records form a hash chain:
+-- hash = sha1(prev .. body), body = the fields below, each as <byte length>:<value>, so editing,
+-- deleting, inserting or reordering a record breaks the chain at that record. SHA-1 because it
+-- is the one hash Redis Lua has; the exporter chains the files on disk with SHA-256 on top.
+-- `data` is what the change wrote (a post's document, a result, an error): only its SHA-1 is
+-- kept here, the data stays on the item. `detail` is a short why (a cancellation's reason).
+-- The chain's head (seq, hash) is in the meta hash, written once per script by flush_audit()
+-- (reply() calls it; claim.lua, which returns an array, calls it itself).
+local AUDIT_FIELDS = {'seq', 'at', 'op', 'id', 'kind', 'root', 'actor', 'daemon', 'policy', 'digest',
+                      'detail'}
+local audit_seq, audit_head, audit_dirty
+
+local function audit(op, id, kind, root, data, detail)
+  if not audit_seq then
+    local h = redis.call('HMGET', K_META, 'audit_seq', 'audit_head')
+    audit_seq, audit_head = tonumber(h[1]) or 0, h[2] or ''
+  end
+  audit_seq = audit_seq + 1
+  local rec = {seq = tostring(audit_seq), at = tostring(NOW), op = op, id = id or '', kind = kind or '',
+               root = root or '', actor = CTX.actor or '', daemon = CTX.daemon or '',
+               policy = CTX.policy or '', digest = data and redis.sha1hex(data) or '',
+               detail = detail or ''}
+  local body, fields = {}, {}
+  for i, f in ipairs(AUDIT_FIELDS) do
+    body[i] = #rec[f] .. ':' .. rec[f]
+    fields[#fields + 1] = f; fields[#fields + 1] = rec[f]
+  end
+  local hash = redis.sha1hex(audit_head .. table.concat(body))
+  fields[#fields + 1] = 'prev'; fields[#fields + 1] = audit_head
+  fields[#fields + 1] = 'hash'; fields[#fields + 1] = hash
+  redis.call('XADD', K_AUDIT, '*', unpack(fields))
+  audit_head, audit_dirty = hash, true
+end
+
+-- Write the chain's head. Every script that audits calls this before it returns (reply does).
+local function flush_audit()
+  if audit_dirty then
+    redis.call('HSET', K_META, 'audit_seq', audit_seq, 'audit_head', audit_head)
+    audit_dirty = false
+  end
+end
+
+local function reply(t)
+  flush_audit()
+  return cjson.encode(t)
+end
 
 -- Kinds of the items named in `list` (ids, or tables with an `id`), appended to `out`.
 local function item_kinds(list, out)
@@ -96,7 +145,7 @@ local function set_status(id, kind, st, new)
   redis.call('HINCRBY', K_COUNTS, kind .. '|' .. new, 1)
 end
 
-local function emit(etype, id, kind, st, extra)
+local function emit(etype, id, kind, st, extra, data)
   local fields = {'type', etype, 'id', id, 'kind', kind, 'status', st.status, 'root', st.root,
                   'ts', tostring(NOW)}
   if CTX.actor then fields[#fields + 1] = 'actor'; fields[#fields + 1] = CTX.actor end
@@ -104,6 +153,7 @@ local function emit(etype, id, kind, st, extra)
     for k, v in pairs(extra) do fields[#fields + 1] = k; fields[#fields + 1] = tostring(v) end
   end
   redis.call('XADD', K_EVENTS, 'MAXLEN', '~', CTX.maxlen, '*', unpack(fields))
+  audit(etype, id, kind, st.root, data, extra and extra.reason)
 end
 
 -- Claim order: lower score first. Priority dominates; a mark (log2 of strength plus time over
@@ -188,7 +238,7 @@ local function kill(id, kind, st, err)
   if err then st.error = err end
   st.finished_at = NOW
   put_state(id, st)
-  emit('dead', id, kind, st)
+  emit('dead', id, kind, st, nil, err)
   cancel_dependants(id, 'dead')
 end
 
@@ -315,7 +365,7 @@ local function post_one(p)
     make_ready(p.id, p.kind, st)
   end
   put_state(p.id, st)
-  emit('posted', p.id, p.kind, st)
+  emit('posted', p.id, p.kind, st, nil, p.doc)
   if review_kind then -- a sibling, so cancelling a rejected item leaves its review be
     post_one({id = review_id, kind = review_kind, parent = p.parent or p.id, reviewed = true,
               priority = p.priority, max_attempts = p.max_attempts,
