@@ -20,7 +20,7 @@ import anyio.lowlevel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from blackboard import connection, kinds, posting
+from blackboard import connection, kinds, policy, posting
 from blackboard.backoff import Backoff
 from blackboard.codec import decode_item, dumps
 from blackboard.errors import (
@@ -34,6 +34,7 @@ from blackboard.errors import (
 from blackboard.keys import Keyspace
 from blackboard.kinds import KindRegistry, Schema, check_kind
 from blackboard.models import Claim, Item, ModelCall, NewItem, Status
+from blackboard.policy import Policy
 from blackboard.reading import BoardReader
 from blackboard.scripts import Scripts
 from blackboard.waker import Waker
@@ -80,6 +81,8 @@ class Board(BoardReader):
         self.clock = clock
         self.on_redis_error = on_redis_error
         self.daemon_id: str | None = None  # set by a daemon: its id goes on every audit record
+        self.policy: Policy | None = None  # the rules in force (None: open); see blackboard.policy
+        self.on_denied: Callable[[str, str], None] | None = None  # (action, kind) of each denial
         self.on_lease_expired = on_lease_expired
         self.redis = client
         self._scripts = Scripts.register(client)
@@ -145,6 +148,8 @@ class Board(BoardReader):
                 ctx["actor"] = actor
             if self.daemon_id:
                 ctx["daemon"] = self.daemon_id
+            if self.policy is not None:
+                ctx["policy"] = self.policy.version
             keys = [*self.keys.fixed, *(k for kind in wanted for k in self.keys.kind_keys(kind)), *extra_keys]
             argv = [json.dumps(ctx), json.dumps(args)]
             raw = await self.retrying(lambda: script(keys=keys, args=argv))  # noqa: B023
@@ -204,6 +209,7 @@ class Board(BoardReader):
         return [it for it in await self.get_many([p[0] for p in posted]) if it is not None]
 
     async def _post_specs(self, items: Sequence[NewItem], actor: str | None, field: str) -> Any:
+        await policy.enforce(self, actor, "post", (it.kind for it in items))
         specs = posting.encode_batch(
             items,
             self.registry,
@@ -234,6 +240,7 @@ class Board(BoardReader):
             raise InvalidInput("n", f"expected a batch size >= 1, got {n!r}")
         if not lease > 0:
             raise InvalidInput("lease", f"expected seconds > 0, got {lease!r}")
+        await policy.enforce(self, agent, "claim", kinds)
         names = await self.expand_kinds(kinds)
         if not names:
             return [], None
@@ -314,6 +321,8 @@ class Board(BoardReader):
     ) -> list[Outcome]:
         """Complete many claims in one step; each gets its outputs (with `fetch_outputs`; else
         []) or its own exception. `usage[i]` are the model calls of `batch[i]`, if any."""
+        for claim, _, outputs in batch if self.policy is not None else ():  # outputs are posts
+            await policy.enforce(self, claim.agent, "post", (self._as_new(o).kind for o in outputs))
         done: list[dict[str, Any]] = []
         kinds_used: list[str] = []
         new_outputs: list[list[NewItem]] = []

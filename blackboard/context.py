@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from blackboard import ids, posting
+from blackboard import ids, policy, posting
 from blackboard.agents import AgentSpec
 from blackboard.board import Board
 from blackboard.errors import InvalidInput
@@ -63,6 +63,7 @@ class Context:
                 f"agent {self.spec.name!r} may post only {list(self.spec.produces) or 'nothing'}, "
                 f"not {kind!r}",
             )
+        await policy.enforce(self.board, self.spec.name, "post", [kind])  # PolicyDenied, here
         slot = len(self.outputs)
         fields.setdefault("id", ids.child_id(self.claim.id, f"o{slot}"))
         new = posting.new_item("", kind=kind, payload=payload, **fields)

@@ -22,7 +22,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from blackboard import connection, plugins, presence
+from blackboard import connection, plugins, policy, presence
 from blackboard.agents import Agent
 from blackboard.board import Board
 from blackboard.errors import BlackboardError, InvalidInput
@@ -75,6 +75,7 @@ class Daemon:
             on_lease_expired=self._lease_expired,
         )
         self.board.daemon_id = self.id
+        self.board.on_denied = lambda action, kind: self.metrics.policy_denials.labels(action, kind).inc()
 
     @property
     def ready(self) -> bool:
@@ -89,6 +90,7 @@ class Daemon:
                 self._tg = tg
                 tg.start_soon(self._signals)
                 await tg.start(self._health)
+                await self._load_policy()
                 self._load_everything()
                 # Ready means set up: a critic's guard is on the board before anything is posted.
                 for slot in list(self.slots.values()):
@@ -100,6 +102,7 @@ class Daemon:
                 gc.set_threshold(*GC_THRESHOLD)
                 if self.settings.reload:
                     tg.start_soon(self._watch)
+                    tg.start_soon(self._watch_policies)
                 tg.start_soon(self._reaper)
                 if self.settings.audit_dir is not None:
                     tg.start_soon(self._audit_exporter)
@@ -270,6 +273,60 @@ class Daemon:
             except BlackboardError as e:
                 log.warning("reap failed", error=str(e))
 
+    async def _load_policy(self) -> None:
+        """Load the policy files and make them the board's. No files: the board's stored policy,
+        or open. Files that fail to load: the policy in force stays, else everything is denied."""
+        folders = [str(f) for f in self.settings.policies]
+        try:
+            loaded = policy.load(self.settings.policies)
+        except (policy.PolicyError, OSError) as e:
+            self.metrics.policy_errors.inc()
+            log.error("policy not loaded; the policy in force stays", error=str(e))
+            if self.board.policy is None:
+                self.board.policy = await self._stored_policy() or policy.DENY_ALL
+            return
+        try:
+            if loaded is None:
+                self.board.policy = await self._stored_policy()
+                if self.board.policy is None:
+                    log.warning(
+                        "no policy files: the board runs open, everything is allowed", folders=folders
+                    )
+                return
+            await policy.store(self.board, loaded, actor=f"daemon:{self.id}")
+            log.info("policy loaded", version=loaded.version, files=list(loaded.sources))
+        except BlackboardError as e:  # Redis away: enforce what the files say, store it later
+            self.board.policy = loaded or self.board.policy
+            log.error("policy not stored on the board", error=str(e))
+
+    async def _stored_policy(self) -> policy.Policy | None:
+        try:
+            return await policy.fetch(self.board)
+        except BlackboardError as e:
+            log.error("could not read the board's policy", error=str(e))
+            return None
+
+    async def _follow_policy(self) -> None:
+        """Adopt the version another daemon stored (never drops to open: that needs no files
+        anywhere and no policy stored)."""
+        version = await self.board.retrying(
+            lambda: self.board.redis.hget(self.board.keys.meta, "policy_version")
+        )
+        current = self.board.policy.version if self.board.policy is not None else None
+        if version and version.decode() != current and (stored := await policy.fetch(self.board)):
+            self.board.policy = stored
+            log.info("policy changed on the board", version=stored.version)
+
+    async def _watch_policies(self) -> None:
+        """Hot reload of the policy folders: a change reloads them all (a bad file keeps the
+        policy in force)."""
+        from watchfiles import awatch
+
+        folders = [f for f in self.settings.policies if await anyio.Path(f).is_dir()]
+        if folders:
+            async for _ in awatch(*folders, stop_event=self._stop, debounce=200, step=50):
+                await self._load_policy()
+
     async def _audit_exporter(self) -> None:
         """Move the board's audit records into `audit_dir`, every `audit_interval` (the board's
         lock lets one daemon at a time do it). A failure is logged and counted, never fatal."""
@@ -294,6 +351,7 @@ class Daemon:
         while True:
             try:
                 await presence.beat(self.board, self.info())
+                await self._follow_policy()
                 live = [d for d in await presence.daemons(self.board) if d.live]
                 self.metrics.live_daemons.labels(self.settings.board).set(len(live))
                 self.metrics.live_agents.labels(self.settings.board).set(sum(len(d.agents) for d in live))

@@ -66,6 +66,11 @@ class Keyspace:
         """Hash kind -> JSON schema (written by `Board.register_kind`, not by scripts)."""
         return f"{self.tag}:schemas"
 
+    @property
+    def policy(self) -> str:
+        """Hash version -> policy JSON (written by `lua/policy_load.lua`); meta holds the current."""
+        return f"{self.tag}:policy"
+
     def kind_keys(self, kind: str) -> tuple[str, str, str, str]:
         """(ready, delayed, leased, wake) of one kind."""
         t = self.tag

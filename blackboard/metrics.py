@@ -113,6 +113,14 @@ class Metrics:
         self.ready = Gauge(
             "blackboard_ready", "1 when the daemon can reach Redis and runs its agents.", registry=r
         )
+        self.policy_denials = Counter(
+            "blackboard_policy_denials", "Actions the board's policy refused.", ["action", "kind"], registry=r
+        )
+        self.policy_errors = Counter(
+            "blackboard_policy_load_errors",
+            "Policy loads that failed (the previous policy stayed).",
+            registry=r,
+        )
         self.audit_exported = Counter(
             "blackboard_audit_records_exported", "Audit records this daemon moved to files.", registry=r
         )

@@ -9,6 +9,7 @@ CONFIG = """\
 url = "memory://"          # redis://127.0.0.1:6379 for a shared, durable board
 board = "default"
 agents = ["agents"]
+policies = ["policies"]    # strict: each agent may do only what its role grants
 grace = 30.0               # seconds in-flight work gets to finish on SIGTERM
 host = "127.0.0.1"
 port = 8420
@@ -39,7 +40,26 @@ async def note(item: Item, ctx: Context) -> str:
     return "noted: " + item.payload["text"]
 '''
 
-POLICIES_README = "# policies\n\nPolicy files for this project's board go here.\n"
+POLICIES_README = """\
+# policies
+
+Policy files for this project's board (YAML). With none, the board runs open; with any, it runs
+strict: an action needs a role that grants it. `blackboard policy check policies` lints them,
+`blackboard policy explain --agent greeter --kind hello.note` says what decides.
+"""
+
+EXAMPLE_POLICY = """\
+# A strict policy for the example agents: each may do only what its role grants.
+roles:
+  greeter: {claim: [hello.request], post: [hello.note]}
+  notetaker: {claim: [hello.note]}
+  operator: {post: [hello.request], read: ["*"], cancel: ["*"], approve: ["*"]}
+principals:
+  greeter: [greeter]        # agents are principals by their name
+  notetaker: [notetaker]
+  cli: [operator]           # the command line
+  http: [operator]          # the HTTP API
+"""
 
 
 def scaffold(directory: Path) -> list[Path]:
@@ -48,6 +68,7 @@ def scaffold(directory: Path) -> list[Path]:
         directory / "blackboard.toml": CONFIG,
         directory / "agents" / "hello.py": EXAMPLE_AGENT,
         directory / "policies" / "README.md": POLICIES_README,
+        directory / "policies" / "example.yaml": EXAMPLE_POLICY,
     }
     for path in files:
         if path.exists():

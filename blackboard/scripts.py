@@ -25,6 +25,8 @@ OPERATIONS = (
     "requeue",
     "ratelimit",
     "audit_trim",
+    "policy_load",
+    "deny",
 )
 
 
@@ -51,6 +53,8 @@ class Scripts:
     requeue: Any
     ratelimit: Any
     audit_trim: Any
+    policy_load: Any
+    deny: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

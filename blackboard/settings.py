@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         description="Requests/tokens per minute per model or glob, shared by all daemons, as JSON: "
         '{"openai/*": {"rpm": 500, "tpm": 200000}}.',
     )
+    policies: list[Path] = Field(
+        default_factory=lambda: [Path("policies")],
+        description="Policy folders (YAML files); none there: the board runs open, or by the policy it has.",
+    )
     audit_dir: Path | None = Field(
         None,
         description="Export the board's audit log into JSONL files in this folder (one daemon at a "

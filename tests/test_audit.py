@@ -286,21 +286,10 @@ def test_cli_tail_export_and_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 async def test_a_daemon_exports_the_audit_log_while_it_runs(board_url: str, tmp_path: Path) -> None:
     from blackboard.daemon import Daemon
-    from blackboard.settings import Settings
+    from tests.support.packs import daemon_settings
 
     name = unique_board()
-    settings = Settings(
-        url=board_url,
-        board=name,
-        agents=[],
-        http=False,
-        reload=False,
-        entry_points=False,
-        audit_dir=tmp_path,
-        audit_interval=0.05,
-        audit_key="k",
-        log_level="warning",
-    )
+    settings = daemon_settings(board_url, name, [], audit_dir=tmp_path, audit_interval=0.05, audit_key="k")
     daemon = Daemon(settings)
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)

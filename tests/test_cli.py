@@ -584,7 +584,7 @@ def test_init_writes_a_project_and_refuses_to_overwrite(tmp_path: Path) -> None:
     project = tmp_path / "proj"
     r = cli("init", str(project))
     assert r.exit_code == 0, r.output
-    written = {"blackboard.toml", "agents/hello.py", "policies/README.md"}
+    written = {"blackboard.toml", "agents/hello.py", "policies/README.md", "policies/example.yaml"}
     assert {str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()} == written
     for rel in written:
         assert f"wrote {project / rel}" in r.stdout
@@ -623,6 +623,9 @@ def test_an_initialised_project_runs_its_example_agent(tmp_path: Path, redis_url
     assert out.returncode == 0, out.stderr
     started = next(json.loads(line) for line in out.stderr.splitlines() if '"daemon started"' in line)
     assert started["agents"] == ["greeter", "notetaker"] and started["board"] == name
+    # strict: the example policy was loaded and lets the example agents do their work
+    loaded = next(json.loads(line) for line in out.stderr.splitlines() if '"policy loaded"' in line)
+    assert loaded["files"] == ["policies/example.yaml"]
 
     async def check(b: Board) -> None:
         tree = await b.tree(goal.id)

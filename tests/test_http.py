@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -698,3 +699,18 @@ async def test_metrics_count_a_known_workload(board_url: str) -> None:
         for fam in text_string_to_metric_families(r.text):
             for s in fam.samples:
                 assert not set(s.labels) & {"id", "item", "item_id"}
+
+
+async def test_a_post_the_policy_denies_is_403_and_writes_nothing(board_url: str, tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("roles:\n  api: {post: [ok.*]}\nprincipals:\n  http: [api]\n")
+    async with running(board_url, policies=[tmp_path]) as daemon, client_for(daemon) as c:
+        before = await board_state(daemon)
+        r = await c.post("/v1/items", json={"kind": "secret.kind", "payload": {}})
+        err = assert_error(r, 403, None, "PolicyDenied")
+        assert (
+            "policy denies 'http' to post 'secret.kind'" in err["message"]
+            and "default deny" in err["message"]
+        )
+        assert await board_state(daemon) == before
+        r = await c.post("/v1/items", json={"kind": "ok.kind", "payload": {}})
+        assert r.status_code == 201, r.text

@@ -49,6 +49,9 @@ def run(
     model: Annotated[str | None, typer.Option(help=_desc("model"))] = None,
     models: Annotated[str | None, typer.Option(help=_desc("models"))] = None,
     llm_limits: Annotated[str | None, typer.Option(help=_desc("llm_limits"))] = None,
+    policies: Annotated[
+        list[Path] | None, typer.Option("--policies", help=_desc("policies") + " Repeatable.")
+    ] = None,
     audit_dir: Annotated[Path | None, typer.Option(help=_desc("audit_dir"))] = None,
     audit_interval: Annotated[float | None, typer.Option(help=_desc("audit_interval"))] = None,
     audit_key: Annotated[
@@ -91,6 +94,7 @@ def run(
             model=model,
             models=json_flag("--models", models),
             llm_limits=json_flag("--llm-limits", llm_limits),
+            policies=policies,
             audit_dir=audit_dir,
             audit_interval=audit_interval,
             audit_key=audit_key,

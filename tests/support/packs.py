@@ -62,6 +62,12 @@ class PackRun:
         return max(it.claimed_at or 0 for it in items) < min(it.finished_at or 0 for it in items)
 
 
+def daemon_settings(board_url: str, board: str, agents: list[Path], **settings: Any) -> Settings:
+    """A test daemon's settings: no HTTP, no entry points, no reload, quiet; `settings` over them."""
+    defaults: dict[str, Any] = {"http": False, "entry_points": False, "reload": False, "log_level": "warning"}
+    return Settings(url=board_url, board=board, agents=agents, **{**defaults, **settings})
+
+
 async def run_pack(
     board_url: str,
     folders: list[Path],
@@ -69,26 +75,17 @@ async def run_pack(
     payload: Any,
     *,
     timeout: float = 60,
+    actor: str | None = None,
     **settings: Any,
 ) -> PackRun:
     """Start a daemon on `folders`, post one goal, run until the board is idle, return its tree."""
     name = f"pack-{os.getpid()}-{next(_boards)}"
-    s = Settings(
-        url=board_url,
-        board=name,
-        agents=folders,
-        http=False,
-        entry_points=False,
-        reload=False,
-        log_level="warning",
-        **settings,
-    )
-    daemon = Daemon(s, until_idle=True)
+    daemon = Daemon(daemon_settings(board_url, name, folders, **settings), until_idle=True)
     with anyio.fail_after(timeout):
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
             async with await Board.connect(board_url, board=name) as board:
-                goal = await board.post(kind, payload)
+                goal = await board.post(kind, payload, actor=actor)
     metrics = generate_latest(daemon.metrics.registry).decode()
     async with await Board.connect(board_url, board=name) as board:
         tree = await board.tree(goal.id)

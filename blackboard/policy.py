@@ -1,0 +1,270 @@
+"""Policies: who may post and claim which kinds, read from YAML files, enforced by the board.
+
+A policy folder holds YAML files (`*.yaml`, `*.yml`) of this shape:
+
+    roles:
+      researcher: {claim: [research.task], post: [research.finding]}
+      operator: {post: ["*"], claim: ["*"], cancel: ["*"]}
+    principals:
+      research-worker: [researcher]     # an agent, by its name
+      cli: [operator]                   # the command line
+      "ops-*": [operator]               # a glob of principals
+
+A principal is whoever acts: an agent (its name), `cli`, `http`, or the `actor` a caller names.
+Actions are `post`, `claim`, `read`, `cancel` and `approve`, each a list of kind globs (`post`
+and `claim` are enforced now). With no policy files a board runs *open*: everything is allowed
+(the daemon says so in its log). With any, it runs *strict*: an action needs a role that grants
+it, and a denial names the rule that decided (`PolicyDenied`). A file that fails to load is
+reported with its line; the daemon then keeps the policy it had, and a daemon that never had
+one denies everything: policy never fails open.
+
+A loaded policy is stored on the board in Redis under a version (a digest of its rules) by the
+same script that writes its audit record, and every daemon on the board enforces the version
+stored there; every audit record carries the version in force.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from blackboard.errors import BlackboardError
+
+if TYPE_CHECKING:
+    from blackboard.board import Board
+
+Action = Literal["post", "claim", "read", "cancel", "approve"]
+ACTIONS: tuple[Action, ...] = ("post", "claim", "read", "cancel", "approve")
+SUFFIXES = (".yaml", ".yml")
+DEFAULT_DENY = "default deny: no role of this principal grants it"
+
+
+class PolicyError(BlackboardError):
+    """A policy file that does not load: names the file, the line and the problem."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path, self.line, self.message = path, line, message
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+
+class PolicyDenied(BlackboardError):
+    """The board's policy does not let `principal` do `action` with `kind`."""
+
+    def __init__(self, principal: str, action: str, kind: str, rule: str) -> None:
+        self.principal, self.action, self.kind, self.rule = principal, action, kind, rule
+        super().__init__(f"policy denies {principal!r} to {action} {kind!r} ({rule})")
+
+
+class Grant(BaseModel):
+    """What one role may do: kind globs per action."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    post: tuple[str, ...] = ()
+    claim: tuple[str, ...] = ()
+    read: tuple[str, ...] = ()
+    cancel: tuple[str, ...] = ()
+    approve: tuple[str, ...] = ()
+
+
+class PolicyFile(BaseModel):
+    """One policy file, as written."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    roles: dict[str, Grant] = {}
+    principals: dict[str, tuple[str, ...]] = {}
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str  # which rule decided, for errors, audit records and `policy explain`
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules in force: every loaded file's roles and principals."""
+
+    roles: dict[str, Grant] = field(default_factory=dict)
+    principals: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)  # "role:NAME" / "principal:NAME" -> file
+    sources: tuple[str, ...] = ()
+
+    @property
+    def version(self) -> str:
+        """A digest of the rules (not of where they came from): equal rules, equal version."""
+        return hashlib.sha256(self.rules_json().encode()).hexdigest()[:16]
+
+    def rules_json(self) -> str:
+        rules = {
+            "roles": {n: g.model_dump() for n, g in sorted(self.roles.items())},
+            "principals": {p: list(r) for p, r in sorted(self.principals.items())},
+        }
+        return json.dumps(rules, sort_keys=True, separators=(",", ":"))
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"rules": json.loads(self.rules_json()), "where": self.where, "sources": self.sources}
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Policy:
+        data = json.loads(text)
+        rules = PolicyFile.model_validate(data["rules"])
+        return cls(
+            dict(rules.roles), dict(rules.principals), data.get("where", {}), tuple(data.get("sources", ()))
+        )
+
+    def roles_of(self, principal: str) -> list[tuple[str, str]]:
+        """(role, the principals entry that gives it), for every entry matching `principal`."""
+        out = []
+        for pattern, roles in self.principals.items():
+            if pattern == principal or fnmatch.fnmatchcase(principal, pattern):
+                out += [(role, pattern) for role in roles]
+        return out
+
+    def decide(self, principal: str, action: Action, kind: str) -> Decision:
+        """Whether `principal` may `action` items of `kind` (a name, or a glob it asks for)."""
+        for role, entry in self.roles_of(principal):
+            for pattern in getattr(self.roles[role], action):
+                if fnmatch.fnmatchcase(kind, pattern):
+                    where = self.where.get(f"role:{role}", "")
+                    return Decision(True, f"role {role!r} ({where}) grants {action} {pattern!r} to {entry!r}")
+        return Decision(False, DEFAULT_DENY)
+
+    def explain(self, principal: str, kind: str) -> dict[str, Decision]:
+        return {action: self.decide(principal, action, kind) for action in ACTIONS}
+
+
+DENY_ALL = Policy(sources=("(no policy could be loaded: everything is denied)",))
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def policy_files(folders: Iterable[Path]) -> list[Path]:
+    """The policy files of `folders`, in name order (a folder that does not exist has none)."""
+    found: list[Path] = []
+    for folder in folders:
+        if folder.is_dir():
+            found += sorted(
+                p for p in folder.iterdir() if p.suffix in SUFFIXES and not p.name.startswith(".")
+            )
+        elif folder.suffix in SUFFIXES and folder.is_file():
+            found.append(folder)
+    return found
+
+
+def load_file(path: Path) -> PolicyFile:
+    """One file, validated; `PolicyError` with the line of the first problem."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise PolicyError(
+            str(path), mark.line + 1 if mark else None, f"not YAML: {getattr(e, 'problem', e)}"
+        ) from None
+    try:
+        return PolicyFile.model_validate(data if data is not None else {})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise PolicyError(str(path), _line(node, first["loc"]), f"{where}: {first['msg']}") from None
+
+
+def _line(node: Any, loc: Sequence[Any]) -> int | None:
+    """The 1-based line of the YAML node at `loc` (or of the deepest parent that exists)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if found is None:
+                break
+            node = found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load(folders: Iterable[Path]) -> Policy | None:
+    """The policy of `folders`' files, or None when there are none (the board runs open).
+    Raises `PolicyError` for the first file or rule that is wrong."""
+    paths = policy_files(folders)
+    if not paths:
+        return None
+    roles: dict[str, Grant] = {}
+    principals: dict[str, tuple[str, ...]] = {}
+    where: dict[str, str] = {}
+    files = [(path, load_file(path)) for path in paths]
+    for path, f in files:
+        for name, grant in f.roles.items():
+            if name in roles:
+                raise PolicyError(
+                    str(path), None, f"roles.{name}: already defined in {where['role:' + name]}"
+                )
+            roles[name], where[f"role:{name}"] = grant, path.name
+    for path, f in files:
+        for principal, wanted in f.principals.items():
+            for role in wanted:
+                if role not in roles:
+                    line = _line(
+                        yaml.compose(path.read_text(), Loader=yaml.SafeLoader), ["principals", principal]
+                    )
+                    raise PolicyError(str(path), line, f"principals.{principal}: no role {role!r} is defined")
+            principals[principal] = tuple(dict.fromkeys((*principals.get(principal, ()), *wanted)))
+            where.setdefault(f"principal:{principal}", path.name)
+    return Policy(roles, principals, where, tuple(str(p) for p in paths))
+
+
+# -- on the board -----------------------------------------------------------------------------
+
+
+async def store(board: Board, policy: Policy, actor: str | None = None) -> None:
+    """Make `policy` the board's: stored under its version with its audit record, one step."""
+    args = {"version": policy.version, "doc": policy.to_json(), "sources": ", ".join(policy.sources)}
+    await board._run(board._scripts.policy_load, (), args, actor, extra_keys=[board.keys.policy])
+    board.policy = policy
+
+
+async def fetch(board: Board) -> Policy | None:
+    """The policy stored on the board (the version in force), or None when it runs open."""
+    keys = board.keys
+
+    async def read() -> Any:
+        version = await board.redis.hget(keys.meta, "policy_version")
+        return None if not version else await board.redis.hget(keys.policy, version)
+
+    doc = await board.retrying(read)
+    return Policy.from_json(doc) if doc else None
+
+
+async def enforce(board: Board, principal: str | None, action: Action, kinds: Iterable[str]) -> None:
+    """Raise `PolicyDenied` (after writing the denial's audit record) unless the board's policy
+    lets `principal` do `action` with every one of `kinds`. Open boards allow everything."""
+    policy = board.policy
+    if policy is None:
+        return
+    who = principal or "anonymous"
+    for kind in dict.fromkeys(kinds):
+        decision = policy.decide(who, action, kind)
+        if not decision.allowed:
+            detail = f"{action} {kind}: {decision.rule}"
+            args = {"kind": kind, "detail": detail}
+            await board._run(board._scripts.deny, (), args, who)
+            if board.on_denied is not None:
+                board.on_denied(action, kind)
+            raise PolicyDenied(who, action, kind, decision.rule)
