@@ -24,6 +24,7 @@ from blackboard import connection, kinds, policy, posting
 from blackboard.backoff import Backoff
 from blackboard.codec import decode_item, dumps
 from blackboard.errors import (
+    BlackboardError,
     BoardUnavailable,
     InvalidInput,
     InvalidState,
@@ -83,6 +84,7 @@ class Board(BoardReader):
         self.daemon_id: str | None = None  # set by a daemon: its id goes on every audit record
         self.policy: Policy | None = None  # the rules in force (None: open); see blackboard.policy
         self.on_denied: Callable[[str, str], None] | None = None  # (action, kind) of each denial
+        self.on_budget_exceeded: Callable[[str], None] | None = None  # (reason) of each refusal
         self.on_lease_expired = on_lease_expired
         self.redis = client
         self._scripts = Scripts.register(client)
@@ -218,9 +220,12 @@ class Board(BoardReader):
             actor=actor,
             field=field,
         )
+        policy.annotate(self.policy, specs, items)
         out = await self._run(self._scripts.post, (s["kind"] for s in specs), {"items": specs}, actor)
         if "err" in out:
-            raise self._unknown_item(out, specs, items, field if len(items) > 1 else None)
+            raise self._refused(out) or self._unknown_item(
+                out, specs, items, field if len(items) > 1 else None
+            )
         # out["ok"] follows the specs' order; an existing idempotency key maps to another id.
         by_spec = {spec["id"]: res for spec, res in zip(specs, out["ok"], strict=True)}
         return [by_spec[it.id] for it in items]
@@ -339,6 +344,7 @@ class Board(BoardReader):
                     actor=claim.agent,
                     field="outputs",
                 )
+                policy.annotate(self.policy, specs, outs)
             done.append(
                 {
                     "id": claim.id,
@@ -359,6 +365,8 @@ class Board(BoardReader):
         for (claim, _, _), r, sent, outs in zip(batch, out["ok"], done, new_outputs, strict=True):
             if r.get("err") in ("stale", "not_found"):
                 results.append(self._lost(claim, r))
+            elif refused := self._refused(r):
+                results.append(refused)
             elif "err" in r:
                 results.append(self._unknown_item(r, sent["outputs"], outs, "outputs"))
             elif not fetch_outputs:
@@ -370,6 +378,16 @@ class Board(BoardReader):
             else:
                 results.append([])
         return results
+
+    def _refused(self, err: dict[str, Any]) -> BlackboardError | None:
+        """A post the goal's budget or the repeat guard refused (see lua/lib.lua check_posts)."""
+        if err.get("err") == "budget":
+            if self.on_budget_exceeded is not None:
+                self.on_budget_exceeded(err["reason"])
+            return policy.BudgetExceeded(err["root"], err["reason"])
+        if err.get("err") == "repeat":
+            return policy.RepeatedPost(err["root"], err["kind"])
+        return None
 
     def _unknown_item(
         self, err: dict[str, Any], specs: list[dict[str, Any]], items: Sequence[NewItem], field: str | None

@@ -32,6 +32,7 @@ _STATE_FIELDS = {
     "ready_at": "ready_at",
     "handled_by": "handled_by",
     "finished_at": "finished_at",
+    "budget": "budget_exceeded",
 }
 _DOC_FIELDS = ("after", "created_by", "idempotency_key", "tags")
 

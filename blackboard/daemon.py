@@ -76,6 +76,7 @@ class Daemon:
         )
         self.board.daemon_id = self.id
         self.board.on_denied = lambda action, kind: self.metrics.policy_denials.labels(action, kind).inc()
+        self.board.on_budget_exceeded = lambda reason: self.metrics.budgets_exceeded.labels(reason).inc()
 
     @property
     def ready(self) -> bool:

@@ -44,7 +44,7 @@ from starlette.schemas import SchemaGenerator
 from blackboard import posting, presence
 from blackboard.display import traced
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
-from blackboard.policy import PolicyDenied
+from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
 
 if TYPE_CHECKING:
     from blackboard.daemon import Daemon
@@ -78,6 +78,8 @@ async def on_error(request: Request, exc: Exception) -> Response:
         return error(409, "InvalidState", str(exc))
     if isinstance(exc, PolicyDenied):
         return error(403, "PolicyDenied", str(exc))
+    if isinstance(exc, BudgetExceeded | RepeatedPost):
+        return error(429 if isinstance(exc, BudgetExceeded) else 409, type(exc).__name__, str(exc))
     if isinstance(exc, HTTPException):
         return error(exc.status_code, "HTTPException", str(exc.detail))
     return error(503, type(exc).__name__, str(exc))  # BoardUnavailable and the like

@@ -32,6 +32,8 @@ FIXED_NAMES = (
     "usage",
     "totals",
     "audit",
+    "budgets",
+    "repeats",
 )
 
 

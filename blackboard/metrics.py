@@ -116,6 +116,12 @@ class Metrics:
         self.policy_denials = Counter(
             "blackboard_policy_denials", "Actions the board's policy refused.", ["action", "kind"], registry=r
         )
+        self.budgets_exceeded = Counter(
+            "blackboard_budgets_exceeded",
+            "Posts refused because their goal hit a budget.",
+            ["reason"],
+            registry=r,
+        )
         self.policy_errors = Counter(
             "blackboard_policy_load_errors",
             "Policy loads that failed (the previous policy stayed).",

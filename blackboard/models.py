@@ -86,6 +86,7 @@ class Item(_Frozen):
     result: Any = None
     error: str | None = None
     reason: str | None = None  # why it waits, or why it was cancelled
+    budget_exceeded: str | None = None  # a goal over its budget: which limit (it takes no more posts)
     parent: str | None = None
     root: str
     depth: int = 0

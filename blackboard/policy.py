@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blackboard.errors import BlackboardError
 
@@ -63,6 +63,25 @@ class PolicyDenied(BlackboardError):
         super().__init__(f"policy denies {principal!r} to {action} {kind!r} ({rule})")
 
 
+class BudgetExceeded(BlackboardError):
+    """The goal reached a budget limit: it takes no more posts (`reason` says which)."""
+
+    def __init__(self, goal: str, reason: str) -> None:
+        self.goal, self.reason = goal, reason
+        super().__init__(f"goal {goal} is over its budget ({reason}); it takes no more posts")
+
+
+class RepeatedPost(BlackboardError):
+    """The same kind and payload was already posted under this goal (a loop guard)."""
+
+    def __init__(self, goal: str, kind: str) -> None:
+        self.goal, self.kind = goal, kind
+        super().__init__(
+            f"a {kind} with this payload was already posted under goal {goal} "
+            "(a loop guard: list the kind under allow_repeats to allow it)"
+        )
+
+
 class Grant(BaseModel):
     """What one role may do: kind globs per action."""
 
@@ -75,6 +94,25 @@ class Grant(BaseModel):
     approve: tuple[str, ...] = ()
 
 
+class Budget(BaseModel):
+    """Limits of one goal (the root of a tree), checked by the board in the script that posts.
+
+    A goal that reaches one stops growing: further posts under it are refused with
+    `BudgetExceeded`, and the goal is marked with the reason."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_items: int | None = Field(None, ge=1, description="Items in the goal's tree, the goal included.")
+    max_depth: int | None = Field(None, ge=0, description="Levels below the goal.")
+    max_fanout: int | None = Field(None, ge=1, description="Children of any one item.")
+    max_seconds: float | None = Field(
+        None, gt=0, description="Seconds from the goal's post to the last post."
+    )
+    max_tokens: int | None = Field(None, ge=1, description="Model tokens (prompt + completion) of the tree.")
+    max_cost_usd: float | None = Field(None, gt=0, description="Model cost of the tree, in USD.")
+    max_posts_per_minute: int | None = Field(None, ge=1, description="Posts under the goal per minute.")
+
+
 class PolicyFile(BaseModel):
     """One policy file, as written."""
 
@@ -82,6 +120,8 @@ class PolicyFile(BaseModel):
 
     roles: dict[str, Grant] = {}
     principals: dict[str, tuple[str, ...]] = {}
+    budgets: dict[str, Budget] = {}  # goal kind (or glob) -> its budget
+    allow_repeats: tuple[str, ...] = ()  # kinds that may be posted twice with one payload in a goal
 
 
 @dataclass(frozen=True)
@@ -98,6 +138,8 @@ class Policy:
     principals: dict[str, tuple[str, ...]] = field(default_factory=dict)
     where: dict[str, str] = field(default_factory=dict)  # "role:NAME" / "principal:NAME" -> file
     sources: tuple[str, ...] = ()
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    allow_repeats: tuple[str, ...] = ()
 
     @property
     def version(self) -> str:
@@ -108,6 +150,8 @@ class Policy:
         rules = {
             "roles": {n: g.model_dump() for n, g in sorted(self.roles.items())},
             "principals": {p: list(r) for p, r in sorted(self.principals.items())},
+            "budgets": {k: b.model_dump(exclude_none=True) for k, b in self.budgets.items()},
+            "allow_repeats": list(self.allow_repeats),
         }
         return json.dumps(rules, sort_keys=True, separators=(",", ":"))
 
@@ -121,7 +165,12 @@ class Policy:
         data = json.loads(text)
         rules = PolicyFile.model_validate(data["rules"])
         return cls(
-            dict(rules.roles), dict(rules.principals), data.get("where", {}), tuple(data.get("sources", ()))
+            dict(rules.roles),
+            dict(rules.principals),
+            data.get("where", {}),
+            tuple(data.get("sources", ())),
+            dict(rules.budgets),
+            rules.allow_repeats,
         )
 
     def roles_of(self, principal: str) -> list[tuple[str, str]]:
@@ -143,6 +192,15 @@ class Policy:
 
     def explain(self, principal: str, kind: str) -> dict[str, Decision]:
         return {action: self.decide(principal, action, kind) for action in ACTIONS}
+
+    def budget_for(self, kind: str) -> Budget | None:
+        """The budget of a goal of `kind`: the entry naming it, else the first glob matching it."""
+        if kind in self.budgets:
+            return self.budgets[kind]
+        return next((b for k, b in self.budgets.items() if fnmatch.fnmatchcase(kind, k)), None)
+
+    def repeats_allowed(self, kind: str) -> bool:
+        return any(fnmatch.fnmatchcase(kind, k) for k in self.allow_repeats)
 
 
 DENY_ALL = Policy(sources=("(no policy could be loaded: everything is denied)",))
@@ -208,6 +266,8 @@ def load(folders: Iterable[Path]) -> Policy | None:
         return None
     roles: dict[str, Grant] = {}
     principals: dict[str, tuple[str, ...]] = {}
+    budgets: dict[str, Budget] = {}
+    repeats: list[str] = []
     where: dict[str, str] = {}
     files = [(path, load_file(path)) for path in paths]
     for path, f in files:
@@ -217,6 +277,13 @@ def load(folders: Iterable[Path]) -> Policy | None:
                     str(path), None, f"roles.{name}: already defined in {where['role:' + name]}"
                 )
             roles[name], where[f"role:{name}"] = grant, path.name
+        for kind, budget in f.budgets.items():
+            if kind in budgets:
+                raise PolicyError(
+                    str(path), None, f"budgets.{kind}: already set in {where['budget:' + kind]}"
+                )
+            budgets[kind], where[f"budget:{kind}"] = budget, path.name
+        repeats += f.allow_repeats
     for path, f in files:
         for principal, wanted in f.principals.items():
             for role in wanted:
@@ -227,7 +294,9 @@ def load(folders: Iterable[Path]) -> Policy | None:
                     raise PolicyError(str(path), line, f"principals.{principal}: no role {role!r} is defined")
             principals[principal] = tuple(dict.fromkeys((*principals.get(principal, ()), *wanted)))
             where.setdefault(f"principal:{principal}", path.name)
-    return Policy(roles, principals, where, tuple(str(p) for p in paths))
+    return Policy(
+        roles, principals, where, tuple(str(p) for p in paths), budgets, tuple(dict.fromkeys(repeats))
+    )
 
 
 # -- on the board -----------------------------------------------------------------------------
@@ -250,6 +319,43 @@ async def fetch(board: Board) -> Policy | None:
 
     doc = await board.retrying(read)
     return Policy.from_json(doc) if doc else None
+
+
+def annotate(policy: Policy | None, specs: list[dict[str, Any]], items: Sequence[Any]) -> None:
+    """Give the post specs what the post script checks: a goal's budget (`budget`), and for the
+    repeat guard a digest of each item's kind and payload (`phash`), unless its kind may repeat."""
+    if policy is None:
+        return
+    by_id = {it.id: it for it in items}
+    for spec in specs:
+        item = by_id[spec["id"]]
+        if item.parent is None and (budget := policy.budget_for(item.kind)) is not None:
+            spec["budget"] = budget.model_dump(exclude_none=True)
+        if not policy.repeats_allowed(item.kind):
+            payload = json.dumps(item.payload, sort_keys=True, separators=(",", ":"), default=str)
+            spec["phash"] = hashlib.sha1(f"{item.kind}\n{payload}".encode()).hexdigest()
+
+
+async def tokens_left(board: Board, goal: str) -> int | None:
+    """Model tokens the goal may still spend, or None when its budget sets no token limit. What
+    goal's calls in flight will use is not counted until they finish: concurrent calls can
+    overrun the budget by at most what they use between them."""
+    if board.policy is None or not board.policy.budgets:
+        return None
+    keys = board.keys
+
+    async def read() -> list[Any]:
+        async with board.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.budgets, goal)
+            pipe.hget(keys.totals, goal)
+            return list(await pipe.execute())
+
+    budget, totals = await board.retrying(read)
+    limit = json.loads(budget).get("max_tokens") if budget else None
+    if limit is None:
+        return None
+    used = json.loads(totals) if totals else {}
+    return int(limit) - int(used.get("prompt_tokens", 0)) - int(used.get("completion_tokens", 0))
 
 
 async def enforce(board: Board, principal: str | None, action: Action, kinds: Iterable[str]) -> None:

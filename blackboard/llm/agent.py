@@ -21,6 +21,7 @@ import anyio
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
+from blackboard import policy
 from blackboard.agents import Agent, Fail
 from blackboard.errors import BlackboardError
 from blackboard.llm.client import cost_of, litellm, price_offline, warm_up
@@ -238,6 +239,11 @@ class LLMAgent(Agent):
         lib = litellm()
         assert self.limiter is not None, "setup() runs before handle()"
         estimate = len(json.dumps(messages, default=str)) // 4 + (self.llm.max_tokens or 512)
+        left = await policy.tokens_left(ctx.board, ctx.item.root)
+        if left is not None and estimate > left:  # refused before it is made, not after
+            if ctx.board.on_budget_exceeded is not None:
+                ctx.board.on_budget_exceeded("max_tokens")
+            raise Fail(f"budget: this call could use {estimate} tokens; goal {ctx.item.root} has {left} left")
         backoff = RATE_LIMIT_BACKOFF[0]
         while True:
             await self.limiter.take(self.model, estimate)

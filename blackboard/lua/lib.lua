@@ -20,6 +20,8 @@
 --   KEYS[17] totals    hash    root -> JSON usage totals of the goal (calls, tokens, cost, by model)
 --   KEYS[18] audit     stream  one hash-chained record per state change (blackboard/audit.py);
 --                              trimmed only by the exporter, once the records are on disk
+--   KEYS[19] budgets   hash    goal id -> JSON budget: its limits and counters (blackboard/policy.py)
+--   KEYS[20] repeats   hash    "goal|digest of kind and payload" -> id, for the repeat guard
 --   then per kind k: ready zset (claim order), delayed zset (due ms), leased zset (deadline ms),
 --   wake list (a token that blocked claimers BLPOP on).
 -- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s,
@@ -33,7 +35,8 @@ local K_META, K_KIND, K_ITEMS, K_STATE, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], K
 local K_STATUS, K_WAITING, K_DEPS, K_CHILDREN, K_LINEAGE = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local K_COUNTS, K_IDEM, K_EVENTS, K_KINDS = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 local K_GUARDS, K_USAGE, K_TOTALS, K_AUDIT = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
-local NFIXED = 18
+local K_BUDGETS, K_REPEATS = KEYS[19], KEYS[20]
+local NFIXED = 20
 
 local CTX = cjson.decode(ARGV[1])
 local ARGS = cjson.decode(ARGV[2])
@@ -297,16 +300,96 @@ end
 
 -- Post checks: returns nil when every spec can be written, else an {err=...} reply.
 -- Specs come ordered so that a spec's parent and dependencies precede it within the batch.
+-- Goals' budgets and the repeat guard (blackboard/policy.py). A goal posted with a budget gets
+-- a record {limits..., items, started, window, window_n}; posts under it are checked against it
+-- before anything is written, and counted by post_one.
+local budget_cache = {}
+local function budget_of(root)
+  local b = budget_cache[root]
+  if b == nil then
+    local raw = redis.call('HGET', K_BUDGETS, root)
+    b = raw and cjson.decode(raw) or false
+    budget_cache[root] = b
+  end
+  return b or nil
+end
+
+local function save_budget(root, b) redis.call('HSET', K_BUDGETS, root, cjson.encode(b)) end
+
+-- The goal reached a limit: it stops growing. Marked on its state and budget record, with an
+-- event and its audit record (the refused posts write nothing).
+local function exhaust(root, reason)
+  local b = budget_of(root)
+  if b.exhausted then return end
+  b.exhausted = reason
+  save_budget(root, b)
+  local st = get_state(root)
+  st.budget = reason
+  put_state(root, st)
+  emit('budget_exceeded', root, redis.call('HGET', K_KIND, root), st, {reason = reason})
+end
+
+-- Which limit one more post under `root` would pass (nil: none). `n_root` counts this batch's
+-- posts under the goal so far, this one included; `n_parent` the parent's children with it.
+local function over_budget(b, root, depth, n_root, n_parent)
+  if b.exhausted then return b.exhausted end
+  if b.max_items and b.items + n_root > b.max_items then return 'max_items' end
+  if b.max_depth and depth > b.max_depth then return 'max_depth' end
+  if b.max_fanout and n_parent > b.max_fanout then return 'max_fanout' end
+  if b.max_seconds and NOW - b.started > b.max_seconds * 1000 then return 'max_seconds' end
+  if b.max_posts_per_minute then
+    local n = (NOW - b.window < 60000) and b.window_n or 0
+    if n + n_root > b.max_posts_per_minute then return 'max_posts_per_minute' end
+  end
+  if b.max_tokens or b.max_cost_usd then
+    local raw = redis.call('HGET', K_TOTALS, root)
+    local t = raw and cjson.decode(raw) or {}
+    local used = (t.prompt_tokens or 0) + (t.completion_tokens or 0)
+    if b.max_tokens and used >= b.max_tokens then return 'max_tokens' end
+    if b.max_cost_usd and (t.cost or 0) >= b.max_cost_usd then return 'max_cost_usd' end
+  end
+  return nil
+end
+
+-- Check a batch of post specs before anything is written: parents and dependencies exist, no
+-- goal's budget is passed, no kind and payload is repeated under a goal. Returns nil or an err.
 local function check_posts(specs)
-  local batch = {}
+  local batch, per_root, kids, hashes = {}, {}, {}, {}
   for i, p in ipairs(specs) do
-    batch[p.id] = true
     if p.parent and not batch[p.parent] and redis.call('HEXISTS', K_KIND, p.parent) == 0 then
       return {err = 'unknown_parent', index = i - 1, id = p.parent}
     end
     for _, d in ipairs(p.after or {}) do
       if not batch[d] and redis.call('HEXISTS', K_KIND, d) == 0 then
         return {err = 'unknown_dependency', index = i - 1, id = d}
+      end
+    end
+    local root, depth = p.id, 0
+    if p.parent then
+      local up = batch[p.parent] or get_state(p.parent)
+      root, depth = up.root, up.depth + 1
+    end
+    batch[p.id] = {root = root, depth = depth}
+    local exists = redis.call('HEXISTS', K_KIND, p.id) == 1
+      or (p.idem and redis.call('HEXISTS', K_IDEM, p.idem) == 1)
+    if p.parent and not exists then -- a new item under a goal: the goal's guards apply
+      if p.phash then
+        local key = root .. '|' .. p.phash
+        if hashes[key] or redis.call('HEXISTS', K_REPEATS, key) == 1 then
+          return {err = 'repeat', index = i - 1, id = p.id, root = root, kind = p.kind}
+        end
+        hashes[key] = true
+      end
+      local b = budget_of(root)
+      if b then
+        per_root[root] = (per_root[root] or 0) + 1
+        kids[p.parent] = (kids[p.parent]
+          or redis.call('ZLEXCOUNT', K_CHILDREN, '[' .. p.parent .. '|', '[' .. p.parent .. '|\255')) + 1
+        local why = over_budget(b, root, depth, per_root[root], kids[p.parent])
+        if why then
+          exhaust(root, why)
+          return {err = 'budget', index = i - 1, id = p.id, root = root, reason = why}
+        end
       end
     end
   end
@@ -366,6 +449,21 @@ local function post_one(p)
   end
   put_state(p.id, st)
   emit('posted', p.id, p.kind, st, nil, p.doc)
+  if p.budget and not p.parent then -- a goal with a budget: start its record
+    local b = p.budget
+    b.items, b.started, b.window, b.window_n = 1, NOW, NOW, 0
+    budget_cache[p.id] = b
+    save_budget(p.id, b)
+  elseif p.parent then
+    local b = budget_of(st.root)
+    if b then
+      b.items = b.items + 1
+      if NOW - b.window >= 60000 then b.window, b.window_n = NOW, 0 end
+      b.window_n = b.window_n + 1
+      save_budget(st.root, b)
+    end
+    if p.phash then redis.call('HSET', K_REPEATS, st.root .. '|' .. p.phash, p.id) end
+  end
   if review_kind then -- a sibling, so cancelling a rejected item leaves its review be
     post_one({id = review_id, kind = review_kind, parent = p.parent or p.id, reviewed = true,
               priority = p.priority, max_attempts = p.max_attempts,
