@@ -94,7 +94,12 @@ class Board(BoardReader):
     async def connect(cls, url: str = "memory://", board: str = "default", **options: Any) -> Board:
         """Connect to `board` at `url` (see `blackboard.connection`) and load its kind schemas."""
         self = cls(connection.connect(url), board, url=url, **options)
-        await self.load_kinds()
+        try:
+            await self.load_kinds()
+        except BaseException:  # refused or unreachable: don't leave the client's connections open
+            with anyio.CancelScope(shield=True):
+                await self.close()
+            raise
         return self
 
     async def close(self) -> None:
