@@ -4,8 +4,8 @@ Exit codes: 0 ok; 1 an error from the board (message on stderr, no traceback); 2
 3 `wait`/`post --wait` timed out.
 
 Commands live in `daemon` (run, init), `items` (post, ls, show, trace, watch, wait, agents,
-cancel, dlq), `audit` (tail, verify, export) and `policy` (check, explain); `common` holds
-what they share.
+cancel, dlq), `audit` (tail, verify, export), `policy` (check, explain) and `acl` (render);
+`common` holds what they share.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from blackboard import __version__
-from blackboard.cli import audit, daemon, items, policy  # noqa: F401 - importing them registers their commands
+from blackboard.cli import acl, audit, daemon, items, policy  # noqa: F401 - importing them registers their commands
 from blackboard.cli.common import Url, app, run_async
 
 __all__ = ["app", "main"]
