@@ -41,8 +41,8 @@ from blackboard.errors import BlackboardError
 if TYPE_CHECKING:
     from blackboard.board import Board
 
-Action = Literal["post", "claim", "read", "cancel", "approve"]
-ACTIONS: tuple[Action, ...] = ("post", "claim", "read", "cancel", "approve")
+Action = Literal["post", "claim", "read", "cancel", "approve", "tool"]
+ACTIONS: tuple[Action, ...] = ("post", "claim", "read", "cancel", "approve")  # actions on kinds
 SUFFIXES = (".yaml", ".yml")
 DEFAULT_DENY = "default deny: no role of this principal grants it"
 
@@ -92,6 +92,7 @@ class Grant(BaseModel):
     read: tuple[str, ...] = ()
     cancel: tuple[str, ...] = ()
     approve: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()  # tools (names or globs) an LLM agent may call
 
 
 class Budget(BaseModel):
@@ -183,8 +184,9 @@ class Policy:
 
     def decide(self, principal: str, action: Action, kind: str) -> Decision:
         """Whether `principal` may `action` items of `kind` (a name, or a glob it asks for)."""
+        field = "tools" if action == "tool" else action
         for role, entry in self.roles_of(principal):
-            for pattern in getattr(self.roles[role], action):
+            for pattern in getattr(self.roles[role], field):
                 if fnmatch.fnmatchcase(kind, pattern):
                     where = self.where.get(f"role:{role}", "")
                     return Decision(True, f"role {role!r} ({where}) grants {action} {pattern!r} to {entry!r}")
@@ -368,9 +370,14 @@ async def enforce(board: Board, principal: str | None, action: Action, kinds: It
     for kind in dict.fromkeys(kinds):
         decision = policy.decide(who, action, kind)
         if not decision.allowed:
-            detail = f"{action} {kind}: {decision.rule}"
-            args = {"kind": kind, "detail": detail}
-            await board._run(board._scripts.deny, (), args, who)
-            if board.on_denied is not None:
-                board.on_denied(action, kind)
+            await record_denial(board, who, action, kind, f"{action} {kind}: {decision.rule}")
             raise PolicyDenied(who, action, kind, decision.rule)
+
+
+async def record_denial(
+    board: Board, principal: str, action: str, kind: str, detail: str, item_id: str = ""
+) -> None:
+    """The audit record of a refused action (and nothing else), counted by the daemon."""
+    await board._run(board._scripts.deny, (), {"kind": kind, "id": item_id, "detail": detail}, principal)
+    if board.on_denied is not None:
+        board.on_denied(action, kind)

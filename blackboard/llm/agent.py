@@ -224,12 +224,31 @@ class LLMAgent(Agent):
         raise InvalidOutput(f"{INVALID}no answer after {self.llm.max_tool_rounds} rounds of tool calls")
 
     async def _run_tool(self, name: str, arguments: str, ctx: Context) -> str:
+        """Run a tool the model asked for, if this agent may: it is in the agent's `tools` and,
+        under a policy, one of its roles grants it. A refusal is the model's answer (never the
+        call) and leaves an audit record."""
         tool = self.tools.get(name)
-        if tool is None:
-            ctx.log.warning("model asked for a tool it is not allowed", tool=name)
+        board_policy = ctx.board.policy
+        why = "not in the agent's tools" if tool is None else None
+        if (
+            why is None
+            and board_policy is not None
+            and not (d := board_policy.decide(self.llm.name, "tool", name)).allowed
+        ):
+            why = d.rule
+        if why is not None:
+            ctx.log.warning("model asked for a tool it is not allowed", tool=name, why=why)
             if ctx.metrics is not None:
                 ctx.metrics.llm_tool_calls.labels(self.llm.name, name, "refused").inc()
-            return f"error: tool {name!r} is not available to this agent; allowed: {sorted(self.tools)}"
+            detail = f"tool {name}: {why}"
+            await policy.record_denial(ctx.board, self.llm.name, "tool", ctx.item.kind, detail, ctx.item.id)
+            allowed = [
+                t
+                for t in sorted(self.tools)
+                if board_policy is None or board_policy.decide(self.llm.name, "tool", t).allowed
+            ]
+            return f"error: tool {name!r} is not available to this agent; allowed: {allowed}"
+        assert tool is not None
         if ctx.metrics is not None:
             ctx.metrics.llm_tool_calls.labels(self.llm.name, name, "called").inc()
         return await tool.call(arguments)

@@ -39,6 +39,7 @@ class PackRun:
     tree: TreeNode
     usage: UsageTotals
     metrics: str = ""  # the daemon's Prometheus exposition at the end
+    board: str = ""  # the board's name (for reading its audit log, say)
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample of `metrics` (0 when absent)."""
@@ -89,4 +90,4 @@ async def run_pack(
     metrics = generate_latest(daemon.metrics.registry).decode()
     async with await Board.connect(board_url, board=name) as board:
         tree = await board.tree(goal.id)
-        return PackRun(tree.item, tree, await board.usage(goal.id), metrics)
+        return PackRun(tree.item, tree, await board.usage(goal.id), metrics, name)
