@@ -22,7 +22,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from blackboard import connection, plugins, policy, presence
+from blackboard import approvals, connection, plugins, policy, presence
 from blackboard.agents import Agent
 from blackboard.board import Board
 from blackboard.errors import BlackboardError, InvalidInput
@@ -271,6 +271,8 @@ class Daemon:
             await anyio.sleep(self.settings.reap_interval)
             try:
                 await self.board.reap()
+                if self.board.policy is not None and self.board.policy.approvals:
+                    await approvals.decide_due(self.board)
             except BlackboardError as e:
                 log.warning("reap failed", error=str(e))
 
@@ -353,6 +355,8 @@ class Daemon:
             try:
                 await presence.beat(self.board, self.info())
                 await self._follow_policy()
+                waiting = await self.board.retrying(lambda: self.board.redis.zcard(self.board.keys.approvals))
+                self.metrics.approvals_pending.labels(self.settings.board).set(waiting)
                 live = [d for d in await presence.daemons(self.board) if d.live]
                 self.metrics.live_daemons.labels(self.settings.board).set(len(live))
                 self.metrics.live_agents.labels(self.settings.board).set(sum(len(d.agents) for d in live))

@@ -158,6 +158,40 @@ async def list_items(request: Request) -> Response:
     return JSONResponse(page.model_dump(mode="json"))
 
 
+async def decide_item(request: Request) -> Response:
+    """
+    summary: Approve or reject an item waiting for approval (body {"note"}; a reject needs one)
+    responses: {200: {description: the item}, 404: {description: no such item},
+      409: {description: not waiting for approval}, 403: {description: the policy denies it}}
+    """
+    from blackboard import approvals
+
+    data = await read_json(request) if await request.body() else {}
+    note = data.get("note", "")
+    if not isinstance(note, str):
+        raise InvalidInput("note", f"expected a string, got {type(note).__name__}")
+    verdict = request.path_params["verdict"]
+    if verdict not in ("approve", "reject"):
+        raise HTTPException(404, f"no route POST /v1/items/{{id}}/{verdict}")
+    if verdict == "reject" and not note.strip():
+        raise InvalidInput("note", "a rejection needs a note saying why")
+    item = await approvals.decide(
+        daemon_of(request).board, request.path_params["id"], verdict, note, actor="http"
+    )
+    return JSONResponse(item.model_dump(mode="json"))
+
+
+async def list_approvals(request: Request) -> Response:
+    """
+    summary: Items waiting for approval, with their deadlines
+    responses: {200: {description: the pending approvals}}
+    """
+    from blackboard import approvals
+
+    found = await approvals.pending(daemon_of(request).board)
+    return JSONResponse([{"item": it.model_dump(mode="json"), "deadline": d} for it, d in found])
+
+
 async def cancel_item(request: Request) -> Response:
     """
     summary: Cancel an item and its unfinished descendants
@@ -274,6 +308,8 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/v1/items", list_items, methods=["GET"]),
             Route("/v1/items/{id}", get_item, methods=["GET"]),
             Route("/v1/items/{id}/cancel", cancel_item, methods=["POST"]),
+            Route("/v1/items/{id}/{verdict:str}", decide_item, methods=["POST"]),
+            Route("/v1/approvals", list_approvals, methods=["GET"]),
             Route("/v1/goals/{id}/tree", goal_tree, methods=["GET"]),
             Route("/v1/goals/{id}/usage", goal_usage, methods=["GET"]),
             Route("/v1/events", events, methods=["GET"]),

@@ -34,6 +34,7 @@ FIXED_NAMES = (
     "audit",
     "budgets",
     "repeats",
+    "approvals",
 )
 
 

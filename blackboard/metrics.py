@@ -122,6 +122,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.approvals_pending = Gauge(
+            "blackboard_approvals_pending", "Items waiting for a human's approval.", ["board"], registry=r
+        )
         self.policy_errors = Counter(
             "blackboard_policy_load_errors",
             "Policy loads that failed (the previous policy stayed).",

@@ -114,6 +114,31 @@ class Budget(BaseModel):
     max_posts_per_minute: int | None = Field(None, ge=1, description="Posts under the goal per minute.")
 
 
+class ApprovalRule(BaseModel):
+    """Items of `kind` (a glob) wait for a principal with `approve` on the kind to approve them
+    before any agent may claim them; `when` limits that to payloads it holds for (a sandboxed
+    Jinja2 expression over `payload`, e.g. `payload.amount > 500`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    when: str | None = None
+    timeout_seconds: float | None = Field(None, gt=0, description="Decide it unattended after this long.")
+    on_timeout: Literal["reject", "escalate"] = "reject"
+
+    def applies(self, kind: str, payload: Any) -> bool:
+        if not fnmatch.fnmatchcase(kind, self.kind):
+            return False
+        if self.when is None:
+            return True
+        from blackboard.llm.templates import environment
+
+        try:
+            return bool(environment().compile_expression(self.when)(payload=payload))
+        except Exception:  # a payload the expression can't read needs a human all the more
+            return True
+
+
 class PolicyFile(BaseModel):
     """One policy file, as written."""
 
@@ -123,6 +148,7 @@ class PolicyFile(BaseModel):
     principals: dict[str, tuple[str, ...]] = {}
     budgets: dict[str, Budget] = {}  # goal kind (or glob) -> its budget
     allow_repeats: tuple[str, ...] = ()  # kinds that may be posted twice with one payload in a goal
+    approvals: tuple[ApprovalRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +167,7 @@ class Policy:
     sources: tuple[str, ...] = ()
     budgets: dict[str, Budget] = field(default_factory=dict)
     allow_repeats: tuple[str, ...] = ()
+    approvals: tuple[ApprovalRule, ...] = ()
 
     @property
     def version(self) -> str:
@@ -153,6 +180,7 @@ class Policy:
             "principals": {p: list(r) for p, r in sorted(self.principals.items())},
             "budgets": {k: b.model_dump(exclude_none=True) for k, b in self.budgets.items()},
             "allow_repeats": list(self.allow_repeats),
+            "approvals": [a.model_dump(exclude_none=True) for a in self.approvals],
         }
         return json.dumps(rules, sort_keys=True, separators=(",", ":"))
 
@@ -172,6 +200,7 @@ class Policy:
             tuple(data.get("sources", ())),
             dict(rules.budgets),
             rules.allow_repeats,
+            rules.approvals,
         )
 
     def roles_of(self, principal: str) -> list[tuple[str, str]]:
@@ -200,6 +229,9 @@ class Policy:
         if kind in self.budgets:
             return self.budgets[kind]
         return next((b for k, b in self.budgets.items() if fnmatch.fnmatchcase(kind, k)), None)
+
+    def approval_for(self, kind: str, payload: Any) -> ApprovalRule | None:
+        return next((a for a in self.approvals if a.applies(kind, payload)), None)
 
     def repeats_allowed(self, kind: str) -> bool:
         return any(fnmatch.fnmatchcase(kind, k) for k in self.allow_repeats)
@@ -270,6 +302,7 @@ def load(folders: Iterable[Path]) -> Policy | None:
     principals: dict[str, tuple[str, ...]] = {}
     budgets: dict[str, Budget] = {}
     repeats: list[str] = []
+    approvals: list[ApprovalRule] = []
     where: dict[str, str] = {}
     files = [(path, load_file(path)) for path in paths]
     for path, f in files:
@@ -286,6 +319,7 @@ def load(folders: Iterable[Path]) -> Policy | None:
                 )
             budgets[kind], where[f"budget:{kind}"] = budget, path.name
         repeats += f.allow_repeats
+        approvals += f.approvals
     for path, f in files:
         for principal, wanted in f.principals.items():
             for role in wanted:
@@ -296,9 +330,8 @@ def load(folders: Iterable[Path]) -> Policy | None:
                     raise PolicyError(str(path), line, f"principals.{principal}: no role {role!r} is defined")
             principals[principal] = tuple(dict.fromkeys((*principals.get(principal, ()), *wanted)))
             where.setdefault(f"principal:{principal}", path.name)
-    return Policy(
-        roles, principals, where, tuple(str(p) for p in paths), budgets, tuple(dict.fromkeys(repeats))
-    )
+    repeats_ = tuple(dict.fromkeys(repeats))
+    return Policy(roles, principals, where, tuple(str(p) for p in paths), budgets, repeats_, tuple(approvals))
 
 
 # -- on the board -----------------------------------------------------------------------------
@@ -333,6 +366,9 @@ def annotate(policy: Policy | None, specs: list[dict[str, Any]], items: Sequence
         item = by_id[spec["id"]]
         if item.parent is None and (budget := policy.budget_for(item.kind)) is not None:
             spec["budget"] = budget.model_dump(exclude_none=True)
+        if (rule := policy.approval_for(item.kind, item.payload)) is not None:
+            timeout = int(rule.timeout_seconds * 1000) if rule.timeout_seconds else None
+            spec["approval"] = {"on_timeout": rule.on_timeout, **({"timeout_ms": timeout} if timeout else {})}
         if not policy.repeats_allowed(item.kind):
             payload = json.dumps(item.payload, sort_keys=True, separators=(",", ":"), default=str)
             spec["phash"] = hashlib.sha1(f"{item.kind}\n{payload}".encode()).hexdigest()

@@ -27,6 +27,7 @@ OPERATIONS = (
     "audit_trim",
     "policy_load",
     "deny",
+    "approve",
 )
 
 
@@ -55,6 +56,7 @@ class Scripts:
     audit_trim: Any
     policy_load: Any
     deny: Any
+    approve: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

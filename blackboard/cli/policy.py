@@ -1,14 +1,20 @@
-"""`blackboard policy check | explain`: lint policy files; say what decides an agent's action."""
+"""`blackboard policy check | explain`: lint policy files; say what decides an agent's action.
+`blackboard approve | reject | approvals`: the human side of approval gates."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from blackboard.cli.common import Json, app, console, echo_json, err
+from blackboard.approvals import Verdict
+from blackboard.cli.common import BoardName, Json, Url, app, connect, console, echo_json, err, run_async
+from blackboard.models import Item
 from blackboard.policy import Policy
 
 policy_app = typer.Typer(
@@ -68,4 +74,64 @@ def explain(
     table = Table("action", "allowed", "rule")
     for action, (ok, rule) in decisions.items():
         table.add_row(action, "yes" if ok else "no", rule)
+    console.print(table)
+
+
+# -- approvals --------------------------------------------------------------------------------
+
+
+@app.command("approve")
+def approve(
+    item_id: Annotated[str, typer.Argument(metavar="ID", help="An item waiting for approval.")],
+    note: Annotated[str, typer.Option("--note", help="Why (kept on the item and its audit record).")] = "",
+    url: Url = "memory://",
+    board: BoardName = "default",
+) -> None:
+    """Approve an item waiting for approval: it goes on to its dependencies, or opens."""
+    _decide(item_id, "approve", note, url, board)
+
+
+@app.command("reject")
+def reject(
+    item_id: Annotated[str, typer.Argument(metavar="ID", help="An item waiting for approval.")],
+    note: Annotated[str, typer.Option("--note", help="Why (required; the item is dead-lettered with it).")],
+    url: Url = "memory://",
+    board: BoardName = "default",
+) -> None:
+    """Reject an item waiting for approval: it is dead-lettered with the note."""
+    if not note.strip():
+        err.print("error: --note: a rejection needs a note saying why")
+        raise typer.Exit(2)
+    _decide(item_id, "reject", note, url, board)
+
+
+def _decide(item_id: str, verdict: Verdict, note: str, url: str, board: str) -> None:
+    from blackboard import approvals
+
+    async def main() -> str:
+        async with await connect(url, board) as b:
+            return (await approvals.decide(b, item_id, verdict, note, actor="cli")).status.value
+
+    done = "approved" if verdict == "approve" else "rejected"
+    console.print(f"{item_id}: {done}, now {run_async(main)}")
+
+
+@app.command("approvals")
+def list_approvals(url: Url = "memory://", board: BoardName = "default", as_json: Json = False) -> None:
+    """Items waiting for approval, the soonest deadline first."""
+    from blackboard import approvals
+
+    async def main() -> list[tuple[Item, float | None]]:
+        async with await connect(url, board) as b:
+            return await approvals.pending(b)
+
+    found = run_async(main)
+    if as_json:
+        echo_json([{"item": it.model_dump(mode="json"), "deadline": d} for it, d in found])
+        return
+    table = Table("id", "kind", "waiting since", "deadline", "payload")
+    for it, deadline in found:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(deadline)) if deadline else "none"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(it.created_at / 1000))
+        table.add_row(it.id, it.kind, since, when, escape(json.dumps(it.payload)[:80]))
     console.print(table)

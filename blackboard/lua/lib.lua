@@ -22,6 +22,7 @@
 --                              trimmed only by the exporter, once the records are on disk
 --   KEYS[19] budgets   hash    goal id -> JSON budget: its limits and counters (blackboard/policy.py)
 --   KEYS[20] repeats   hash    "goal|digest of kind and payload" -> id, for the repeat guard
+--   KEYS[21] approvals zset    id -> approval deadline ms (2^53 - 1: none), items waiting for one
 --   then per kind k: ready zset (claim order), delayed zset (due ms), leased zset (deadline ms),
 --   wake list (a token that blocked claimers BLPOP on).
 -- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s,
@@ -35,8 +36,8 @@ local K_META, K_KIND, K_ITEMS, K_STATE, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], K
 local K_STATUS, K_WAITING, K_DEPS, K_CHILDREN, K_LINEAGE = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local K_COUNTS, K_IDEM, K_EVENTS, K_KINDS = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 local K_GUARDS, K_USAGE, K_TOTALS, K_AUDIT = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
-local K_BUDGETS, K_REPEATS = KEYS[19], KEYS[20]
-local NFIXED = 20
+local K_BUDGETS, K_REPEATS, K_APPROVALS = KEYS[19], KEYS[20], KEYS[21]
+local NFIXED = 21
 
 local CTX = cjson.decode(ARGV[1])
 local ARGS = cjson.decode(ARGV[2])
@@ -435,6 +436,12 @@ local function post_one(p)
     pending = pending + 1
     redis.call('ZADD', K_DEPS, 0, review_id .. '|' .. p.id)
   end
+  if p.approval and not dead_dep then -- a human approves it first (blackboard/approvals.py)
+    pending = pending + 1
+    local timeout = p.approval.timeout_ms
+    redis.call('ZADD', K_APPROVALS, timeout and NOW + timeout or 9007199254740991, p.id)
+    st.on_timeout = p.approval.on_timeout
+  end
   st.pending = pending
 
   if dead_dep then
@@ -442,7 +449,7 @@ local function post_one(p)
     st.reason, st.finished_at = dead_dep, NOW
   elseif pending > 0 then
     set_status(p.id, p.kind, st, 'waiting')
-    st.reason = 'dependencies'
+    st.reason = p.approval and 'approval' or 'dependencies'
     redis.call('ZADD', K_WAITING, NOW, p.id)
   else
     make_ready(p.id, p.kind, st)

@@ -1,0 +1,92 @@
+"""Human approval gates: items a policy rule marks wait, unclaimable, until a principal decides.
+
+A rule in a policy file (`approvals: [{kind, when?, timeout_seconds?, on_timeout?}]`) makes
+matching posts wait with reason `approval` (the post script counts the approval as one more
+thing the item waits for, like a dependency). `approve` lets it go on (to its dependencies, or
+open); `reject` dead-letters it with the note. Both are one script (`lua/approve.lua`), need the
+policy's `approve` grant on the kind, and leave their audit record with the principal and note.
+A rule's timeout is decided by the daemon's reaper: `reject`, or `escalate` (it waits on; an
+`escalated` event says it waited too long).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+from blackboard import policy
+from blackboard.board import Board
+from blackboard.errors import InvalidInput, InvalidState, ItemNotFound
+from blackboard.models import Item
+
+Verdict = Literal["approve", "reject", "escalate"]
+
+
+async def decide(
+    board: Board, item_id: str, verdict: Verdict, note: str = "", *, actor: str | None = None
+) -> Item:
+    """Approve or reject one item waiting for approval; returns it as it is now. Raises
+    `ItemNotFound`, `InvalidState` (not waiting for approval) or `PolicyDenied`."""
+    if verdict not in ("approve", "reject", "escalate"):
+        raise InvalidInput("verdict", f"expected approve, reject or escalate, got {verdict!r}")
+    item = await board.get(item_id)
+    await policy.enforce(board, actor, "approve", [item.kind])
+    out = await _run(board, [{"id": item_id, "verdict": verdict, "note": note}], [item.kind], actor)
+    result = out[0]
+    if result.get("err") == "not_found":
+        raise ItemNotFound(item_id)
+    if "err" in result:
+        raise InvalidState(item_id, str(result.get("status")), "waiting for approval")
+    return await board.get(item_id)
+
+
+async def approve(board: Board, item_id: str, note: str = "", *, actor: str | None = None) -> Item:
+    return await decide(board, item_id, "approve", note, actor=actor)
+
+
+async def reject(board: Board, item_id: str, note: str, *, actor: str | None = None) -> Item:
+    return await decide(board, item_id, "reject", note, actor=actor)
+
+
+async def pending(board: Board, limit: int = 1000) -> list[tuple[Item, float | None]]:
+    """Items waiting for approval, oldest deadline first, with their deadline (unix s) if any."""
+    raw = await board.retrying(
+        lambda: board.redis.zrange(board.keys.approvals, 0, limit - 1, withscores=True)
+    )
+    items = await board.get_many([i.decode() if isinstance(i, bytes) else i for i, _ in raw])
+    return [
+        (it, score / 1000 if score < 2**53 - 1 else None)
+        for it, (_, score) in zip(items, raw, strict=True)
+        if it
+    ]
+
+
+async def decide_due(board: Board, limit: int = 100) -> int:
+    """Decide the approvals whose timeout has passed, as their rules say. Safe from many
+    daemons at once: the script decides each only while it is still due. Returns how many."""
+    top = int((board.clock() if board.clock else time.time()) * 1000)
+    raw = await board.retrying(
+        lambda: board.redis.zrangebyscore(board.keys.approvals, "-inf", top, start=0, num=limit)
+    )
+    if not raw:
+        return 0
+    items = [
+        it for it in await board.get_many([i.decode() if isinstance(i, bytes) else i for i in raw]) if it
+    ]
+    timeouts = await _on_timeout(board, [it.id for it in items])
+    decisions = [
+        {"id": it.id, "verdict": timeouts.get(it.id, "reject"), "note": "approval timed out", "due": True}
+        for it in items
+    ]
+    out = await _run(board, decisions, [it.kind for it in items], "reaper")
+    return sum(1 for r in out if "ok" in r)
+
+
+async def _on_timeout(board: Board, ids: list[str]) -> dict[str, str]:
+    raw = await board.retrying(lambda: board.redis.hmget(board.keys.state, ids))
+    return {i: json.loads(r).get("on_timeout", "reject") for i, r in zip(ids, raw, strict=True) if r}
+
+
+async def _run(board: Board, decisions: list[dict[str, Any]], kinds: list[str], actor: str | None) -> Any:
+    return (await board._run(board._scripts.approve, kinds, {"decisions": decisions}, actor))["ok"]
