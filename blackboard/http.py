@@ -181,6 +181,23 @@ async def decide_item(request: Request) -> Response:
     return JSONResponse(item.model_dump(mode="json"))
 
 
+async def interrupt(request: Request) -> Response:
+    """
+    summary: Pause or resume a goal (POST /v1/goals/{id}/pause|resume) or the board (/v1/pause|resume)
+    responses: {200: {description: how many items were held or reopened}, 404: {description: no such goal}}
+    """
+    from blackboard import pausing
+
+    action = request.url.path.rsplit("/", 1)[-1]
+    data = await read_json(request) if await request.body() else {}
+    note = data.get("note", "")
+    if not isinstance(note, str):
+        raise InvalidInput("note", f"expected a string, got {type(note).__name__}")
+    do = pausing.pause if action == "pause" else pausing.resume
+    n = await do(daemon_of(request).board, request.path_params.get("id"), note, actor="http")
+    return JSONResponse({"paused" if action == "pause" else "resumed": n})
+
+
 async def list_approvals(request: Request) -> Response:
     """
     summary: Items waiting for approval, with their deadlines
@@ -311,6 +328,10 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/v1/items/{id}/{verdict:str}", decide_item, methods=["POST"]),
             Route("/v1/approvals", list_approvals, methods=["GET"]),
             Route("/v1/goals/{id}/tree", goal_tree, methods=["GET"]),
+            Route("/v1/goals/{id}/pause", interrupt, methods=["POST"]),
+            Route("/v1/goals/{id}/resume", interrupt, methods=["POST"]),
+            Route("/v1/pause", interrupt, methods=["POST"]),
+            Route("/v1/resume", interrupt, methods=["POST"]),
             Route("/v1/goals/{id}/usage", goal_usage, methods=["GET"]),
             Route("/v1/events", events, methods=["GET"]),
             Route("/v1/stats", stats, methods=["GET"]),

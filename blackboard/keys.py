@@ -35,6 +35,7 @@ FIXED_NAMES = (
     "budgets",
     "repeats",
     "approvals",
+    "paused",
 )
 
 

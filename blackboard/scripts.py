@@ -28,6 +28,7 @@ OPERATIONS = (
     "policy_load",
     "deny",
     "approve",
+    "pause",
 )
 
 
@@ -57,6 +58,7 @@ class Scripts:
     policy_load: Any
     deny: Any
     approve: Any
+    pause: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -31,7 +31,7 @@ def test_glob_expansion() -> None:
 def test_every_key_shares_the_board_hash_tag() -> None:
     ks = Keyspace("my-board")
     assert all(k.startswith("{bb:my-board}:") for k in (*ks.fixed, *ks.kind_keys("x.y"), ks.schemas))
-    assert len(set(ks.fixed)) == len(ks.fixed) == 21
+    assert len(set(ks.fixed)) == len(ks.fixed) == 22
     assert ks.fixed[17] == ks.audit == "{bb:my-board}:audit"  # KEYS[18] in lua/lib.lua
 
 

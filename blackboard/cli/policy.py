@@ -135,3 +135,56 @@ def list_approvals(url: Url = "memory://", board: BoardName = "default", as_json
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(it.created_at / 1000))
         table.add_row(it.id, it.kind, since, when, escape(json.dumps(it.payload)[:80]))
     console.print(table)
+
+
+# -- interrupts -------------------------------------------------------------------------------
+
+GoalArg = Annotated[str | None, typer.Argument(metavar="[GOAL]", help="A goal's id (or --all).")]
+AllOption = Annotated[
+    bool, typer.Option("--all", help="The whole board (--board names which board, as everywhere).")
+]
+NoteOption = Annotated[str, typer.Option("--note", help="Why (kept on the audit record).")]
+
+
+@app.command("pause")
+def pause(
+    goal: GoalArg = None,
+    all_: AllOption = False,
+    note: NoteOption = "",
+    url: Url = "memory://",
+    board: BoardName = "default",
+) -> None:
+    """Stop new claims for a goal (or the whole board, --all); work in flight finishes."""
+    _interrupt(True, goal, all_, note, url, board)
+
+
+@app.command("resume")
+def resume(
+    goal: GoalArg = None,
+    all_: AllOption = False,
+    note: NoteOption = "",
+    url: Url = "memory://",
+    board: BoardName = "default",
+) -> None:
+    """Undo `pause`: the goal's held items (or the board's claims) go on."""
+    _interrupt(False, goal, all_, note, url, board)
+
+
+def _interrupt(stop: bool, goal: str | None, all_: bool, note: str, url: str, board: str) -> None:
+    from blackboard import pausing
+
+    if (goal is None) == (not all_):
+        err.print("error: give a goal id or --all (the whole board), not both")
+        raise typer.Exit(2)
+
+    async def main() -> int:
+        async with await connect(url, board) as b:
+            return await (pausing.pause if stop else pausing.resume)(b, goal, note, actor="cli")
+
+    n = run_async(main)
+    if goal is None:
+        console.print(f"{'paused' if stop else 'resumed'} board {board}")
+    else:
+        console.print(
+            f"{'paused' if stop else 'resumed'} {goal}: {n} item(s) {'held' if stop else 'reopened'}"
+        )

@@ -10,7 +10,8 @@
 -- Returns a flat array (not JSON, to keep payloads unescaped):
 --   {next_due ms or '', expired, id1, kind1, doc1, state1, id2, ...}  |  JSON {needkinds = [...]}
 --   where `expired` is "kind=n,kind=n" for leases this call found expired ('' for none).
--- Each claim gets a fresh fencing token from the board's counter.
+-- Each claim gets a fresh fencing token from the board's counter. A paused board (pause.lua)
+-- claims nothing; a paused goal's items are not in the ready sets at all.
 local kinds = ARGS.kinds
 local need = missing_kinds(kinds)
 if need then return reply({needkinds = need}) end
@@ -43,6 +44,7 @@ for _, k in ipairs(kinds) do
 end
 
 local cands = {}
+if redis.call('HEXISTS', K_META, 'paused') == 1 then kinds = {} end -- a paused board: no claims
 for _, k in ipairs(kinds) do
   local r = redis.call('ZRANGE', KK[k].ready, 0, ARGS.n - 1, 'WITHSCORES')
   for i = 1, #r, 2 do cands[#cands + 1] = {r[i], tonumber(r[i + 1]), k} end

@@ -23,6 +23,7 @@
 --   KEYS[19] budgets   hash    goal id -> JSON budget: its limits and counters (blackboard/policy.py)
 --   KEYS[20] repeats   hash    "goal|digest of kind and payload" -> id, for the repeat guard
 --   KEYS[21] approvals zset    id -> approval deadline ms (2^53 - 1: none), items waiting for one
+--   KEYS[22] paused    hash    goal id -> ms it was paused (blackboard/pausing.py)
 --   then per kind k: ready zset (claim order), delayed zset (due ms), leased zset (deadline ms),
 --   wake list (a token that blocked claimers BLPOP on).
 -- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s,
@@ -36,8 +37,8 @@ local K_META, K_KIND, K_ITEMS, K_STATE, K_RESULTS = KEYS[1], KEYS[2], KEYS[3], K
 local K_STATUS, K_WAITING, K_DEPS, K_CHILDREN, K_LINEAGE = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local K_COUNTS, K_IDEM, K_EVENTS, K_KINDS = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 local K_GUARDS, K_USAGE, K_TOTALS, K_AUDIT = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
-local K_BUDGETS, K_REPEATS, K_APPROVALS = KEYS[19], KEYS[20], KEYS[21]
-local NFIXED = 21
+local K_BUDGETS, K_REPEATS, K_APPROVALS, K_PAUSED = KEYS[19], KEYS[20], KEYS[21], KEYS[22]
+local NFIXED = 22
 
 local CTX = cjson.decode(ARGV[1])
 local ARGS = cjson.decode(ARGV[2])
@@ -170,8 +171,20 @@ local function wake(kk)
   if redis.call('LLEN', kk.wake) == 0 then redis.call('RPUSH', kk.wake, '1') end
 end
 
--- Put an item where a claimer finds it: ready now, or delayed until not_before.
+-- A paused goal's item that would become claimable waits instead, reason 'paused' (pause.lua
+-- reopens exactly those when the goal is resumed).
+local function hold(id, kind, st)
+  set_status(id, kind, st, 'waiting')
+  st.reason = 'paused'
+  redis.call('ZADD', K_WAITING, NOW, id)
+end
+
+local function goal_paused(st) return redis.call('HEXISTS', K_PAUSED, st.root) == 1 end
+
+-- Put an item where a claimer finds it: ready now, or delayed until not_before (or held, while
+-- its goal is paused).
 local function make_ready(id, kind, st, status)
+  if goal_paused(st) then return hold(id, kind, st) end
   local kk = KK[kind]
   set_status(id, kind, st, status or 'open')
   if st.not_before and st.not_before > NOW then
@@ -276,8 +289,12 @@ local function promote_due(kind, limit)
     redis.call('ZREM', kk.delayed, id)
     local st = get_state(id)
     st.not_before, st.ready_at = nil, NOW
-    set_status(id, kind, st, 'open')
-    redis.call('ZADD', kk.ready, score(st), id)
+    if goal_paused(st) then
+      hold(id, kind, st)
+    else
+      set_status(id, kind, st, 'open')
+      redis.call('ZADD', kk.ready, score(st), id)
+    end
     put_state(id, st)
   end
   if #ids > 0 then wake(kk) end
