@@ -388,9 +388,10 @@ local function check_posts(specs)
       root, depth = up.root, up.depth + 1
     end
     batch[p.id] = {root = root, depth = depth}
-    local exists = redis.call('HEXISTS', K_KIND, p.id) == 1
-      or (p.idem and redis.call('HEXISTS', K_IDEM, p.idem) == 1)
-    if p.parent and not exists then -- a new item under a goal: the goal's guards apply
+    local b = p.parent and budget_of(root)
+    local guarded = p.parent and (p.phash or b) and not (redis.call('HEXISTS', K_KIND, p.id) == 1
+      or (p.idem and redis.call('HEXISTS', K_IDEM, p.idem) == 1))
+    if guarded then -- a new item under a goal with guards (a re-post of an existing one is not)
       if p.phash then
         local key = root .. '|' .. p.phash
         if hashes[key] or redis.call('HEXISTS', K_REPEATS, key) == 1 then
@@ -398,7 +399,6 @@ local function check_posts(specs)
         end
         hashes[key] = true
       end
-      local b = budget_of(root)
       if b then
         per_root[root] = (per_root[root] or 0) + 1
         kids[p.parent] = (kids[p.parent]
