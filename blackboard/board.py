@@ -486,6 +486,8 @@ class Board(BoardReader):
         Items waiting on a cancelled one are cancelled too. Returns how many were cancelled.
         """
         posting.check_id(item_id, "id")
+        if self.policy is not None:
+            await policy.enforce(self, actor, "cancel", [(await self.get(item_id)).kind])
         out = await self._run(self._scripts.cancel, [], {"id": item_id, "reason": reason}, actor)
         if "err" in out:
             raise ItemNotFound(item_id)

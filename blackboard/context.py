@@ -16,6 +16,7 @@ from blackboard import ids, policy, posting
 from blackboard.agents import AgentSpec
 from blackboard.board import Board
 from blackboard.errors import InvalidInput
+from blackboard.memory import Memory
 from blackboard.metrics import Metrics
 from blackboard.models import Claim, Item, ModelCall, NewItem, Page
 
@@ -42,6 +43,12 @@ class Context:
     @property
     def item(self) -> Item:
         return self.claim.item
+
+    @property
+    def memory(self) -> Memory:
+        """This agent's private scratch store (JSON values by name), shared by its handlers in
+        every daemon and readable by no other agent's context."""
+        return Memory(self.board, self.spec.name)
 
     @property
     def deadline(self) -> int:

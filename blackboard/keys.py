@@ -70,6 +70,10 @@ class Keyspace:
         """Hash kind -> JSON schema (written by `Board.register_kind`, not by scripts)."""
         return f"{self.tag}:schemas"
 
+    def memory(self, agent: str) -> str:
+        """Hash of one agent's private scratch store (`ctx.memory`, blackboard/memory.py)."""
+        return f"{self.tag}:memory:{agent}"
+
     @property
     def policy(self) -> str:
         """Hash version -> policy JSON (written by `lua/policy_load.lua`); meta holds the current."""

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from blackboard import Board, NewItem, audit, policy
 from blackboard.cli import app
+from blackboard.errors import InvalidInput
 from blackboard.policy import DEFAULT_DENY, PolicyDenied, PolicyError
-from blackboard.settings import Settings
 from tests.conftest import unique_board
-from tests.support.packs import PACKS
+from tests.support.packs import PACKS, daemon_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -166,19 +166,6 @@ async def test_the_policy_version_is_on_every_record_and_its_load_is_audited(
 # -- in the daemon --------------------------------------------------------------------------
 
 
-def settings(url: str, board: str, agents: list[Path], policies: list[Path], **more: object) -> Settings:
-    return Settings(
-        url=url,
-        board=board,
-        agents=agents,
-        policies=policies,
-        http=False,
-        entry_points=False,
-        log_level="warning",
-        **more,  # type: ignore[arg-type]
-    )
-
-
 AGENT = """
 from blackboard import agent
 
@@ -197,7 +184,9 @@ async def test_a_daemon_enforces_its_policy_and_a_bad_reload_keeps_it(board_url:
     write(folder, "rules.yaml", RULES)
     name = unique_board()
     daemon = Daemon(
-        settings(board_url, name, [tmp_path / "agents"], [folder], reload=True, presence_interval=0.1)
+        daemon_settings(
+            board_url, name, [tmp_path / "agents"], policies=[folder], reload=True, presence_interval=0.1
+        )
     )
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
@@ -238,11 +227,11 @@ async def test_a_daemon_without_files_follows_the_boards_policy_and_broken_files
         await policy.store(b, rules)
     empty = tmp_path / "none"
     empty.mkdir()
-    follower = Daemon(settings(board_url, name, [], [empty], reload=False))
+    follower = Daemon(daemon_settings(board_url, name, [], policies=[empty]))
     broken = tmp_path / "broken"
     write(broken, "x.yaml", "roles: [\n")
     fresh = unique_board()
-    closed = Daemon(settings(board_url, fresh, [], [broken], reload=False))
+    closed = Daemon(daemon_settings(board_url, fresh, [], policies=[broken]))
     async with anyio.create_task_group() as tg:
         await tg.start(follower.run)
         await tg.start(closed.run)
@@ -288,3 +277,48 @@ def test_policy_check_and_explain(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no such folder" in r.output
     r = runner.invoke(app, ["policy", "check", str(PACKS.parent / "policies" / "examples")])
     assert r.exit_code == 0 and "ok:" in r.output
+
+
+async def test_cancel_needs_the_cancel_grant(board: Board, rules: policy.Policy) -> None:
+    await policy.store(board, rules)
+    goal = await board.post("t.goal", {}, actor="ops-alice")
+    with pytest.raises(PolicyDenied, match="to cancel"):
+        await board.cancel(goal.id, actor="worker")
+    assert (await board.get(goal.id)).status.value == "open"
+    assert await board.cancel(goal.id, actor="ops-alice") == 1
+
+
+MEMORY_AGENTS = """
+from blackboard import agent
+
+@agent(name="counter", consumes=["m.tick"])
+async def count(item, ctx):
+    seen = await ctx.memory.get("seen", 0) + 1
+    await ctx.memory.set("seen", seen)
+    return seen
+
+@agent(name="snoop", consumes=["m.snoop"])
+async def snoop(item, ctx):
+    return {"seen": await ctx.memory.get("seen"), "mine": await ctx.memory.items()}
+"""
+
+
+async def test_an_agents_memory_is_its_own(board_url: str, tmp_path: Path) -> None:
+    from blackboard.daemon import Daemon
+    from blackboard.memory import Memory
+
+    write(tmp_path / "agents", "mem.py", MEMORY_AGENTS)
+    name = unique_board()
+    daemon = Daemon(daemon_settings(board_url, name, [tmp_path / "agents"], policies=[tmp_path / "none"]))
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        board = daemon.board
+        ticks = [await board.post("m.tick", {"n": i}) for i in range(3)]
+        results = [(await board.wait(t.id, timeout=10)).result for t in ticks]
+        assert sorted(results) == [1, 2, 3]  # kept across items
+        snooped = await board.wait((await board.post("m.snoop", {})).id, timeout=10)
+        assert snooped.result == {"seen": None, "mine": {}}  # another agent sees none of it
+        assert await Memory(board, "counter").items() == {"seen": 3}
+        with pytest.raises(InvalidInput, match=r"memory\.x"):
+            await Memory(board, "counter").set("x", {1, 2})
+        daemon.stop()

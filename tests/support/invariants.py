@@ -289,7 +289,8 @@ def _check_keys(board: Board, raw: Raw, errors: list[str]) -> None:
             i, _, token = pair.partition("=")
             if i not in raw.state or not token:
                 errors.append(f"claim request {key} records {pair!r}, not an item=token pair")
-    stray = raw.keys - allowed
+    allowed.add(k.policy)
+    stray = {key for key in raw.keys - allowed if not key.startswith(f"{k.tag}:memory:")}
     if stray:
         errors.append(f"keys outside the board layout (or of a kind not in the kinds set): {stray}")
 
