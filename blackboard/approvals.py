@@ -11,7 +11,6 @@ A rule's timeout is decided by the daemon's reaper: `reject`, or `escalate` (it 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Literal
 
@@ -20,7 +19,7 @@ from blackboard.board import Board
 from blackboard.errors import InvalidInput, InvalidState, ItemNotFound
 from blackboard.models import Item
 
-Verdict = Literal["approve", "reject", "escalate"]
+Verdict = Literal["approve", "reject"]
 
 
 async def decide(
@@ -28,8 +27,8 @@ async def decide(
 ) -> Item:
     """Approve or reject one item waiting for approval; returns it as it is now. Raises
     `ItemNotFound`, `InvalidState` (not waiting for approval) or `PolicyDenied`."""
-    if verdict not in ("approve", "reject", "escalate"):
-        raise InvalidInput("verdict", f"expected approve, reject or escalate, got {verdict!r}")
+    if verdict not in ("approve", "reject"):
+        raise InvalidInput("verdict", f"expected approve or reject, got {verdict!r}")
     item = await board.get(item_id)
     await policy.enforce(board, actor, "approve", [item.kind])
     out = await _run(board, [{"id": item_id, "verdict": verdict, "note": note}], [item.kind], actor)
@@ -69,23 +68,10 @@ async def decide_due(board: Board, limit: int = 100) -> int:
     raw = await board.retrying(
         lambda: board.redis.zrangebyscore(board.keys.approvals, "-inf", top, start=0, num=limit)
     )
-    if not raw:
-        return 0
-    items = [
-        it for it in await board.get_many([i.decode() if isinstance(i, bytes) else i for i in raw]) if it
-    ]
-    timeouts = await _on_timeout(board, [it.id for it in items])
-    decisions = [
-        {"id": it.id, "verdict": timeouts.get(it.id, "reject"), "note": "approval timed out", "due": True}
-        for it in items
-    ]
-    out = await _run(board, decisions, [it.kind for it in items], "reaper")
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
+    decisions = [{"id": i, "verdict": "timeout", "note": "approval timed out"} for i in ids]
+    out = await _run(board, decisions, [], "reaper") if decisions else []
     return sum(1 for r in out if "ok" in r)
-
-
-async def _on_timeout(board: Board, ids: list[str]) -> dict[str, str]:
-    raw = await board.retrying(lambda: board.redis.hmget(board.keys.state, ids))
-    return {i: json.loads(r).get("on_timeout", "reject") for i, r in zip(ids, raw, strict=True) if r}
 
 
 async def _run(board: Board, decisions: list[dict[str, Any]], kinds: list[str], actor: str | None) -> Any:

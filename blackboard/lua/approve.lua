@@ -3,8 +3,9 @@
 -- rule says so: it waits on, and an event says it waited too long).
 -- KEYS: the fixed board keys (lib.lua) + ready/delayed/leased/wake of each decided item's kind.
 --   writes state, status, counts, approvals, waiting, events; ready + wake when one opens.
--- ARGS: {decisions = [{id, verdict = 'approve' | 'reject' | 'escalate', note, due = bool}]};
---   `due`: a timeout's decision, taken only if the item's approval deadline has passed.
+-- ARGS: {decisions = [{id, verdict = 'approve' | 'reject' | 'timeout', note}]}; 'timeout' is
+--   the reaper's: taken only if the item's approval deadline has passed, as its rule says
+--   (st.on_timeout: 'reject' or 'escalate').
 -- Returns {ok = [per decision: {ok = status} | {err = 'not_found' | 'not_pending' | 'not_due'}]}.
 -- A decision on an item no longer waiting for approval (decided already) writes nothing.
 local need = missing_kinds(item_kinds(ARGS.decisions))
@@ -15,26 +16,28 @@ local out = {}
 for i, d in ipairs(ARGS.decisions) do
   local st = get_state(d.id)
   local deadline = redis.call('ZSCORE', K_APPROVALS, d.id)
-  if d.verdict ~= 'approve' and d.verdict ~= 'reject' and d.verdict ~= 'escalate' then
+  local verdict = d.verdict
+  if verdict == 'timeout' and st then verdict = st.on_timeout or 'reject' end
+  if verdict ~= 'approve' and verdict ~= 'reject' and verdict ~= 'escalate' then
     out[i] = {err = 'bad_verdict'}
   elseif not st then
     out[i] = {err = 'not_found'}
   elseif st.status ~= 'waiting' or not deadline then
     out[i] = {err = 'not_pending', status = st.status}
-  elseif d.due and tonumber(deadline) > NOW then
+  elseif d.verdict == 'timeout' and tonumber(deadline) > NOW then
     out[i] = {err = 'not_due'}
   else
     local kind = redis.call('HGET', K_KIND, d.id)
     local note = d.note or ''
-    if d.verdict == 'escalate' then
+    if verdict == 'escalate' then
       redis.call('ZADD', K_APPROVALS, NEVER, d.id)
       st.escalated_at = NOW
       put_state(d.id, st)
       emit('escalated', d.id, kind, st, {reason = note})
     else
       redis.call('ZREM', K_APPROVALS, d.id)
-      st.approval = {verdict = d.verdict, by = CTX.actor, at = NOW, note = note}
-      if d.verdict == 'reject' then
+      st.approval = {verdict = verdict, by = CTX.actor, at = NOW, note = note}
+      if verdict == 'reject' then
         emit('rejected', d.id, kind, st, {reason = note})
         kill(d.id, kind, st, 'rejected: ' .. note)
       else
