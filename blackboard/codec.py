@@ -34,7 +34,7 @@ _STATE_FIELDS = {
     "finished_at": "finished_at",
     "budget": "budget_exceeded",
 }
-_DOC_FIELDS = ("after", "created_by", "idempotency_key", "tags")
+_DOC_FIELDS = ("after", "created_by", "idempotency_key", "tags", "visibility")
 
 
 def dumps(value: Any, field: str, limit: int | None = None) -> str:
@@ -76,7 +76,7 @@ def decode_item(
         data["usage"] = tuple(ModelCall.model_validate(c) for c in json.loads(usage))
     # Trusted data written by our own scripts: construct without re-validating (hot path).
     data["status"] = Status(data["status"])
-    for name in ("after", "tags"):
+    for name in ("after", "tags", "visibility"):
         if name in data:
             data[name] = tuple(data[name])
     return Item.model_construct(**data)

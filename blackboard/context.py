@@ -86,11 +86,18 @@ class Context:
         return new
 
     async def get(self, item_id: str) -> Item:
-        return await self.board.get(item_id)
+        """An item, if this agent may read it (under a policy: `PolicyDenied` otherwise)."""
+        return await policy.readable(self.board, self.spec.name, await self.board.get(item_id))
 
     async def query(self, **filters: Any) -> Page:
-        """`Board.query` (kind, status, root, parent, limit, cursor)."""
-        return await self.board.query(**filters)
+        """`Board.query` (kind, status, root, parent, limit, cursor), with only the items this
+        agent may read (under a policy)."""
+        page = await self.board.query(**filters)
+        if self.board.policy is None:
+            return page
+        return page.model_copy(
+            update={"items": tuple(policy.filter_readable(self.board, self.spec.name, page.items))}
+        )
 
     async def dependency_results(self) -> dict[str, Any]:
         """Results of this item's `after` dependencies, by id (all done when it was opened)."""

@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
-from blackboard import posting, presence
+from blackboard import policy, posting, presence
 from blackboard.display import traced
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
 from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
@@ -60,6 +60,7 @@ POST_FIELDS = (
     "max_attempts",
     "idempotency_key",
     "tags",
+    "visibility",
 )
 
 schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "blackboard", "version": "1"}})
@@ -130,7 +131,8 @@ async def get_item(request: Request) -> Response:
     responses: {200: {description: the item}, 404: {description: no such item}}
     """
     posting.check_id(request.path_params["id"], "id")
-    item = await daemon_of(request).board.get(request.path_params["id"])
+    board = daemon_of(request).board
+    item = await policy.readable(board, "http", await board.get(request.path_params["id"]))
     return JSONResponse(item.model_dump(mode="json"))
 
 
@@ -155,6 +157,9 @@ async def list_items(request: Request) -> Response:
         limit=limit,
         cursor=q.get("cursor"),
     )
+    board = daemon_of(request).board
+    if board.policy is not None:  # only what the HTTP principal may read
+        page = page.model_copy(update={"items": tuple(policy.filter_readable(board, "http", page.items))})
     return JSONResponse(page.model_dump(mode="json"))
 
 

@@ -95,6 +95,7 @@ class Item(_Frozen):
     created_by: str | None = None
     idempotency_key: str | None = None
     tags: tuple[str, ...] = ()
+    visibility: tuple[str, ...] = ()
     mark_strength: float | None = None
     ready_at: int | None = None  # when it last became claimable
     claimed_at: int | None = None
@@ -142,6 +143,7 @@ class NewItem(_Frozen):
     max_attempts: int = Field(default=3, ge=1, le=1000)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=512)
     tags: tuple[str, ...] = ()
+    visibility: tuple[str, ...] = ()  # labels: under a policy, only roles that `see` one may read it
     id: str | None = None  # normally generated; deterministic for outputs
 
     @field_validator("delay", "not_before")

@@ -31,7 +31,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,6 +40,9 @@ from blackboard.errors import BlackboardError
 
 if TYPE_CHECKING:
     from blackboard.board import Board
+    from blackboard.models import Item
+
+    T = TypeVar("T", bound=Item)
 
 Action = Literal["post", "claim", "read", "cancel", "approve", "tool"]
 ACTIONS: tuple[Action, ...] = ("post", "claim", "read", "cancel", "approve")  # actions on kinds
@@ -93,6 +96,7 @@ class Grant(BaseModel):
     cancel: tuple[str, ...] = ()
     approve: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()  # tools (names or globs) an LLM agent may call
+    sees: tuple[str, ...] = ()  # visibility labels (or globs) of items it may read
 
 
 class Budget(BaseModel):
@@ -223,6 +227,18 @@ class Policy:
 
     def explain(self, principal: str, kind: str) -> dict[str, Decision]:
         return {action: self.decide(principal, action, kind) for action in ACTIONS}
+
+    def visible(self, principal: str, item: Any) -> Decision:
+        """Whether `principal` may read `item`: `read` on its kind and, for an item with
+        visibility labels, a role that `sees` one of them."""
+        decision = self.decide(principal, "read", item.kind)
+        if not decision.allowed or not item.visibility:
+            return decision
+        for role, entry in self.roles_of(principal):
+            for pattern in self.roles[role].sees:
+                if any(fnmatch.fnmatchcase(label, pattern) for label in item.visibility):
+                    return Decision(True, f"role {role!r} sees {pattern!r} ({entry!r})")
+        return Decision(False, f"no role of this principal sees its labels {list(item.visibility)}")
 
     def budget_for(self, kind: str) -> Budget | None:
         """The budget of a goal of `kind`: the entry naming it, else the first glob matching it."""
@@ -408,6 +424,21 @@ async def enforce(board: Board, principal: str | None, action: Action, kinds: It
         if not decision.allowed:
             await record_denial(board, who, action, kind, f"{action} {kind}: {decision.rule}")
             raise PolicyDenied(who, action, kind, decision.rule)
+
+
+async def readable(board: Board, principal: str, item: T) -> T:
+    """`item`, if `principal` may read it; else `PolicyDenied` (after the denial's record)."""
+    if board.policy is not None and not (d := board.policy.visible(principal, item)).allowed:
+        await record_denial(board, principal, "read", item.kind, f"read {item.kind}: {d.rule}", item.id)
+        raise PolicyDenied(principal, "read", item.kind, d.rule)
+    return item
+
+
+def filter_readable(board: Board, principal: str, items: Iterable[Any]) -> list[Any]:
+    """The items of `items` that `principal` may read (queries filter; they record nothing)."""
+    if board.policy is None:
+        return list(items)
+    return [it for it in items if board.policy.visible(principal, it).allowed]
 
 
 async def record_denial(

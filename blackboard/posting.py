@@ -116,6 +116,7 @@ def _encode_one(
     extra = {
         "after": list(it.after),
         "tags": list(it.tags),
+        "visibility": list(it.visibility),
         "created_by": actor,
         "idempotency_key": it.idempotency_key,
     }

@@ -714,3 +714,20 @@ async def test_a_post_the_policy_denies_is_403_and_writes_nothing(board_url: str
         assert await board_state(daemon) == before
         r = await c.post("/v1/items", json={"kind": "ok.kind", "payload": {}})
         assert r.status_code == 201, r.text
+
+
+async def test_reads_over_http_follow_the_policy(board_url: str, tmp_path: Path) -> None:
+    rules = "roles:\n  api: {post: ['*'], read: ['doc.*']}\nprincipals:\n  http: [api]\n  cli: [api]\n"
+    (tmp_path / "p.yaml").write_text(rules)
+    async with running(board_url, policies=[tmp_path]) as daemon, client_for(daemon) as c:
+        r = await c.post("/v1/items", json={"kind": "doc.open", "payload": {}})
+        assert r.status_code == 201, (r.status_code, r.text)
+        open_id = r.json()["id"]
+        r = await c.post("/v1/items", json={"kind": "doc.hr", "payload": {}, "visibility": ["hr"]})
+        hr_id = r.json()["id"]
+        other = await daemon.board.post("note.x", {}, actor="cli")
+        assert (await c.get(f"/v1/items/{open_id}")).status_code == 200
+        assert_error(await c.get(f"/v1/items/{hr_id}"), 403, None, "PolicyDenied")  # no role sees hr
+        assert_error(await c.get(f"/v1/items/{other.id}"), 403, None, "PolicyDenied")  # no read grant
+        listed = (await c.get("/v1/items")).json()["items"]
+        assert [it["id"] for it in listed] == [open_id]

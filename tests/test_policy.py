@@ -322,3 +322,69 @@ async def test_an_agents_memory_is_its_own(board_url: str, tmp_path: Path) -> No
         with pytest.raises(InvalidInput, match=r"memory\.x"):
             await Memory(board, "counter").set("x", {1, 2})
         daemon.stop()
+
+
+READERS = """\
+roles:
+  analyst: {claim: [r.task.*], read: ["r.*"], sees: [finance]}
+  intern: {claim: [r.task.*], read: ["r.*"]}
+  op: {post: ["*"]}
+principals:
+  analyst: [analyst]
+  intern: [intern]
+  cli: [op]
+  http: [intern]
+"""
+
+READER_AGENTS = """
+from blackboard import agent
+from blackboard.policy import PolicyDenied
+
+def make(name):
+    @agent(name=name, consumes=[f"r.task.{name}"])
+    async def read(item, ctx):
+        page = await ctx.query(kind="r.doc")
+        try:
+            secret = (await ctx.get(item.payload["secret"])).payload
+        except PolicyDenied as e:
+            secret = f"denied: {e.rule}"
+        return {"listed": sorted(it.payload["n"] for it in page.items), "secret": secret}
+    return read
+
+analyst, intern = make("analyst"), make("intern")
+"""
+
+
+async def test_reads_need_the_read_grant_and_labels_limit_who_sees_an_item(
+    board_url: str, tmp_path: Path
+) -> None:
+    from blackboard.daemon import Daemon
+
+    write(tmp_path / "agents", "readers.py", READER_AGENTS)
+    write(tmp_path / "policies", "p.yaml", READERS)
+    name = unique_board()
+    daemon = Daemon(daemon_settings(board_url, name, [tmp_path / "agents"], policies=[tmp_path / "policies"]))
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        board = daemon.board
+        [public, secret] = await board.post_many(
+            [
+                NewItem(kind="r.doc", payload={"n": 1}),
+                NewItem(kind="r.doc", payload={"n": 2}, visibility=("finance",)),
+            ],
+            actor="cli",
+        )
+        by_agent = {}
+        for who in ("analyst", "intern"):
+            task = await board.post(f"r.task.{who}", {"secret": secret.id}, actor="cli")
+            done = await board.wait(task.id, timeout=10)
+            assert done.handled_by == who
+            by_agent[who] = done.result
+        assert by_agent["analyst"] == {"listed": [1, 2], "secret": {"n": 2}}
+        assert by_agent["intern"]["listed"] == [1]  # the labelled item is filtered out
+        assert by_agent["intern"]["secret"].startswith("denied: no role of this principal sees")
+        denied = [r for r in await audit.tail(board, 50) if r.op == "denied"]
+        assert denied and all(r.actor == "intern" and r.id == secret.id for r in denied)
+        assert (await board.get(public.id)).visibility == ()  # the board itself is not filtered
+        assert (await board.get(secret.id)).visibility == ("finance",)
+        daemon.stop()
