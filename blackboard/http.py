@@ -4,6 +4,9 @@
     GET  /v1/items                 query: ?kind=&status=&root=&parent=&limit=&cursor=
     GET  /v1/items/{id}            one item
     POST /v1/items/{id}/cancel     cancel it and its unfinished descendants
+    POST /v1/items/{id}/approve    decide an item waiting for approval ({"note"}); .../reject
+    GET  /v1/approvals             items waiting for approval, with their deadlines
+    POST /v1/goals/{id}/pause      stop new claims for a goal; .../resume; /v1/pause, /v1/resume
     GET  /v1/goals/{id}/tree       the lineage tree, with the goal's model usage
     GET  /v1/goals/{id}/usage      the goal's model usage totals
     GET  /v1/events                server-sent events: ?since=&root=
@@ -13,7 +16,9 @@
     GET  /openapi.json             this API's OpenAPI document
 
 Errors are JSON `{"error": {"type", "field", "message"}}` with a 4xx status. With an API token
-configured every /v1 route needs `Authorization: Bearer <token>`.
+configured every /v1 route needs `Authorization: Bearer <token>`; each token acts as a principal
+(`api_token` as `http`, each of `api_principals` as its name), and the board's policy decides
+what that principal may do.
 """
 
 from __future__ import annotations
@@ -119,7 +124,10 @@ async def post_item(request: Request) -> Response:
     if "kind" not in data:
         raise InvalidInput("kind", "required")
     item = await d.board.post(
-        data["kind"], data.get("payload"), actor="http", **{k: data[k] for k in POST_FIELDS if k in data}
+        data["kind"],
+        data.get("payload"),
+        actor=principal_of(request),
+        **{k: data[k] for k in POST_FIELDS if k in data},
     )
     d.metrics.posted.labels(item.kind).inc()
     return JSONResponse(item.model_dump(mode="json"), status_code=201)
@@ -132,7 +140,7 @@ async def get_item(request: Request) -> Response:
     """
     posting.check_id(request.path_params["id"], "id")
     board = daemon_of(request).board
-    item = await policy.readable(board, "http", await board.get(request.path_params["id"]))
+    item = await policy.readable(board, principal_of(request), await board.get(request.path_params["id"]))
     return JSONResponse(item.model_dump(mode="json"))
 
 
@@ -159,7 +167,9 @@ async def list_items(request: Request) -> Response:
     )
     board = daemon_of(request).board
     if board.policy is not None:  # only what the HTTP principal may read
-        page = page.model_copy(update={"items": tuple(policy.filter_readable(board, "http", page.items))})
+        page = page.model_copy(
+            update={"items": tuple(policy.filter_readable(board, principal_of(request), page.items))}
+        )
     return JSONResponse(page.model_dump(mode="json"))
 
 
@@ -181,7 +191,7 @@ async def decide_item(request: Request) -> Response:
     if verdict == "reject" and not note.strip():
         raise InvalidInput("note", "a rejection needs a note saying why")
     item = await approvals.decide(
-        daemon_of(request).board, request.path_params["id"], verdict, note, actor="http"
+        daemon_of(request).board, request.path_params["id"], verdict, note, actor=principal_of(request)
     )
     return JSONResponse(item.model_dump(mode="json"))
 
@@ -199,7 +209,7 @@ async def interrupt(request: Request) -> Response:
     if not isinstance(note, str):
         raise InvalidInput("note", f"expected a string, got {type(note).__name__}")
     do = pausing.pause if action == "pause" else pausing.resume
-    n = await do(daemon_of(request).board, request.path_params.get("id"), note, actor="http")
+    n = await do(daemon_of(request).board, request.path_params.get("id"), note, actor=principal_of(request))
     return JSONResponse({"paused" if action == "pause" else "resumed": n})
 
 
@@ -219,7 +229,8 @@ async def cancel_item(request: Request) -> Response:
     summary: Cancel an item and its unfinished descendants
     responses: {200: {description: how many were cancelled}, 404: {description: no such item}}
     """
-    n = await daemon_of(request).board.cancel(request.path_params["id"], "cancelled over HTTP", actor="http")
+    board, item_id = daemon_of(request).board, request.path_params["id"]
+    n = await board.cancel(item_id, "cancelled over HTTP", actor=principal_of(request))
     return JSONResponse({"cancelled": n})
 
 
@@ -305,25 +316,36 @@ async def openapi(request: Request) -> Response:
 
 
 class TokenAuth(BaseHTTPMiddleware):
-    """Bearer-token check for /v1 routes (health, readiness and metrics stay open for probes)."""
+    """Bearer-token check for /v1 routes (health, readiness and metrics stay open for probes).
+    Each token is a principal's (`request.state.principal`): the policy decides what it may do."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, tokens: dict[str, str]) -> None:
         super().__init__(app)
-        self.expected = f"Bearer {token}".encode()
+        self.expected = [(f"Bearer {token}".encode(), principal) for principal, token in tokens.items()]
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if request.url.path.startswith("/v1"):
             given = request.headers.get("authorization", "").encode()
-            if not secrets.compare_digest(given, self.expected):
+            # compare with every token, so the time taken does not say which one nearly matched
+            found = [p for expected, p in self.expected if secrets.compare_digest(given, expected)]
+            if not found:
                 denied = error(401, "Unauthorized", "missing or wrong bearer token")
                 denied.headers["WWW-Authenticate"] = 'Bearer realm="blackboard"'  # required on a 401
                 return denied
+            request.state.principal = found[0]
         return await call_next(request)
 
 
+def principal_of(request: Request) -> str:
+    """Who is asking: the principal of the request's token (`http` with no tokens configured)."""
+    return getattr(request.state, "principal", "http")
+
+
 def create_app(daemon: Daemon) -> Starlette:
-    token = daemon.settings.api_token
-    middleware = [Middleware(TokenAuth, token=token.get_secret_value())] if token else []
+    tokens = {p: t.get_secret_value() for p, t in daemon.settings.api_principals.items()}
+    if daemon.settings.api_token is not None:
+        tokens["http"] = daemon.settings.api_token.get_secret_value()
+    middleware = [Middleware(TokenAuth, tokens=tokens)] if tokens else []
     app = Starlette(
         routes=[
             Route("/v1/items", post_item, methods=["POST"]),

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     port: int = Field(8420, ge=0, le=65535, description="HTTP port (0 picks a free one).")
     http: bool = Field(True, description="Serve the HTTP API, /metrics and health checks.")
     api_token: SecretStr | None = Field(None, description="Bearer token for the HTTP API.")
+    api_principals: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="More HTTP API tokens, each acting as its own principal under the policy, as JSON "
+        '{"principal": "token"} (the api_token acts as http).',
+    )
     reap_interval: float = Field(5.0, gt=0, description="Seconds between reaper sweeps.")
     sweep: float = Field(5.0, gt=0, description="Longest an idle agent blocks before looking again.")
     presence_interval: float = Field(2.0, gt=0, description="Seconds between daemon heartbeats in Redis.")

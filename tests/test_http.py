@@ -731,3 +731,24 @@ async def test_reads_over_http_follow_the_policy(board_url: str, tmp_path: Path)
         assert_error(await c.get(f"/v1/items/{other.id}"), 403, None, "PolicyDenied")  # no read grant
         listed = (await c.get("/v1/items")).json()["items"]
         assert [it["id"] for it in listed] == [open_id]
+
+
+async def test_each_api_token_acts_as_its_own_principal(board_url: str, tmp_path: Path) -> None:
+    from blackboard import audit
+
+    (tmp_path / "p.yaml").write_text("roles:\n  ops: {post: [ops.*]}\nprincipals:\n  ops-bot: [ops]\n")
+    tokens = {"ops-bot": "t-ops"}
+    async with running(board_url, policies=[tmp_path], api_token=TOKEN, api_principals=tokens) as daemon:
+        async with client_for(daemon, "t-ops") as bot, client_for(daemon, TOKEN) as plain:
+            r = await bot.post("/v1/items", json={"kind": "ops.restart", "payload": {}})
+            assert r.status_code == 201, r.text
+            item = await daemon.board.get(r.json()["id"])
+            assert item.created_by == "ops-bot"
+            [record] = [rec for rec in await audit.tail(daemon.board, 5) if rec.op == "posted"]
+            assert record.actor == "ops-bot"
+            # the plain token is the `http` principal, which this policy grants nothing
+            assert_error(
+                await plain.post("/v1/items", json={"kind": "ops.restart", "payload": {}}), 403, None
+            )
+        async with client_for(daemon, "wrong") as nobody:
+            assert (await nobody.post("/v1/items", json={"kind": "ops.x", "payload": {}})).status_code == 401

@@ -24,6 +24,7 @@ def run(
     host: Annotated[str | None, typer.Option(help=_desc("host"))] = None,
     port: Annotated[int | None, typer.Option(help=_desc("port"))] = None,
     api_token: Annotated[str | None, typer.Option(help=_desc("api_token"))] = None,
+    api_principals: Annotated[str | None, typer.Option(help=_desc("api_principals"))] = None,
     http: Annotated[bool | None, typer.Option("--http/--no-http", help=_desc("http"))] = None,
     reload: Annotated[bool | None, typer.Option("--reload/--no-reload", help=_desc("reload"))] = None,
     entry_points: Annotated[
@@ -82,6 +83,7 @@ def run(
             host=host,
             port=port,
             api_token=api_token,
+            api_principals=json_flag("--api-principals", api_principals),
             http=http,
             reload=reload,
             strict=strict,
