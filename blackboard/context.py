@@ -92,12 +92,7 @@ class Context:
     async def query(self, **filters: Any) -> Page:
         """`Board.query` (kind, status, root, parent, limit, cursor), with only the items this
         agent may read (under a policy)."""
-        page = await self.board.query(**filters)
-        if self.board.policy is None:
-            return page
-        return page.model_copy(
-            update={"items": tuple(policy.filter_readable(self.board, self.spec.name, page.items))}
-        )
+        return policy.readable_page(self.board, self.spec.name, await self.board.query(**filters))
 
     async def dependency_results(self) -> dict[str, Any]:
         """Results of this item's `after` dependencies, by id (all done when it was opened)."""

@@ -91,6 +91,15 @@ async def on_error(request: Request, exc: Exception) -> Response:
     return error(503, type(exc).__name__, str(exc))  # BoardUnavailable and the like
 
 
+async def read_note(request: Request) -> str:
+    """The optional `{"note": "..."}` body of a decision or an interrupt ("" without a body)."""
+    data = await read_json(request) if await request.body() else {}
+    note = data.get("note", "")
+    if not isinstance(note, str):
+        raise InvalidInput("note", f"expected a string, got {type(note).__name__}")
+    return note
+
+
 def daemon_of(request: Request) -> Daemon:
     return request.app.state.daemon  # type: ignore[no-any-return]
 
@@ -165,11 +174,7 @@ async def list_items(request: Request) -> Response:
         limit=limit,
         cursor=q.get("cursor"),
     )
-    board = daemon_of(request).board
-    if board.policy is not None:  # only what the HTTP principal may read
-        page = page.model_copy(
-            update={"items": tuple(policy.filter_readable(board, principal_of(request), page.items))}
-        )
+    page = policy.readable_page(daemon_of(request).board, principal_of(request), page)
     return JSONResponse(page.model_dump(mode="json"))
 
 
@@ -181,10 +186,7 @@ async def decide_item(request: Request) -> Response:
     """
     from blackboard import approvals
 
-    data = await read_json(request) if await request.body() else {}
-    note = data.get("note", "")
-    if not isinstance(note, str):
-        raise InvalidInput("note", f"expected a string, got {type(note).__name__}")
+    note = await read_note(request)
     verdict = request.path_params["verdict"]
     if verdict not in ("approve", "reject"):
         raise HTTPException(404, f"no route POST /v1/items/{{id}}/{verdict}")
@@ -204,10 +206,7 @@ async def interrupt(request: Request) -> Response:
     from blackboard import pausing
 
     action = request.url.path.rsplit("/", 1)[-1]
-    data = await read_json(request) if await request.body() else {}
-    note = data.get("note", "")
-    if not isinstance(note, str):
-        raise InvalidInput("note", f"expected a string, got {type(note).__name__}")
+    note = await read_note(request)
     do = pausing.pause if action == "pause" else pausing.resume
     n = await do(daemon_of(request).board, request.path_params.get("id"), note, actor=principal_of(request))
     return JSONResponse({"paused" if action == "pause" else "resumed": n})

@@ -40,9 +40,10 @@ from blackboard.errors import BlackboardError
 
 if TYPE_CHECKING:
     from blackboard.board import Board
-    from blackboard.models import Item
+    from blackboard.models import Item, Page
 
     T = TypeVar("T", bound=Item)
+    P = TypeVar("P", bound=Page)
 
 Action = Literal["post", "claim", "read", "cancel", "approve", "tool"]
 ACTIONS: tuple[Action, ...] = ("post", "claim", "read", "cancel", "approve")  # actions on kinds
@@ -434,11 +435,14 @@ async def readable(board: Board, principal: str, item: T) -> T:
     return item
 
 
-def filter_readable(board: Board, principal: str, items: Iterable[Any]) -> list[Any]:
-    """The items of `items` that `principal` may read (queries filter; they record nothing)."""
+def readable_page(board: Board, principal: str, page: P) -> P:
+    """`page` with only the items `principal` may read (queries filter; they record nothing)."""
     if board.policy is None:
-        return list(items)
-    return [it for it in items if board.policy.visible(principal, it).allowed]
+        return page
+    rules = board.policy
+    return page.model_copy(
+        update={"items": tuple(it for it in page.items if rules.visible(principal, it).allowed)}
+    )
 
 
 async def record_denial(
