@@ -83,7 +83,7 @@ class Board(BoardReader):
         self.on_redis_error = on_redis_error
         self.daemon_id: str | None = None  # set by a daemon: its id goes on every audit record
         self.policy: Policy | None = None  # the rules in force (None: open); see blackboard.policy
-        self.on_denied: Callable[[str, str], None] | None = None  # (action, kind) of each denial
+        self.on_denied: Callable[[str, str, str], None] | None = None  # (action, kind, rule) of each denial
         self.on_budget_exceeded: Callable[[str], None] | None = None  # (reason) of each refusal
         self.on_lease_expired = on_lease_expired
         self.redis = client
@@ -505,9 +505,12 @@ class Board(BoardReader):
         return float(out["ok"])
 
     async def requeue(self, ids: Sequence[str], *, actor: str | None = None) -> int:
-        """Give dead-lettered items a fresh set of attempts. Returns how many were requeued."""
+        """Give dead-lettered items a fresh set of attempts. Returns how many were requeued.
+        Under a policy, `actor` needs `post` on their kinds (a requeue puts work back)."""
         for i, item_id in enumerate(ids):
             posting.check_id(item_id, f"ids[{i}]")
+        if self.policy is not None:
+            await policy.enforce(self, actor, "post", (it.kind for it in await self.get_many(ids) if it))
         out = await self._run(self._scripts.requeue, [], {"ids": list(ids)}, actor)
         for r in out["ok"]:
             if r.get("err") == "not_found":

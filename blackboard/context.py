@@ -19,6 +19,7 @@ from blackboard.errors import InvalidInput
 from blackboard.memory import Memory
 from blackboard.metrics import Metrics
 from blackboard.models import Claim, Item, ModelCall, NewItem, Page
+from blackboard.views import ReadView
 
 
 class Context:
@@ -87,12 +88,12 @@ class Context:
 
     async def get(self, item_id: str) -> Item:
         """An item, if this agent may read it (under a policy: `PolicyDenied` otherwise)."""
-        return await policy.readable(self.board, self.spec.name, await self.board.get(item_id))
+        return await ReadView(self.board, self.spec.name).get(item_id)
 
     async def query(self, **filters: Any) -> Page:
         """`Board.query` (kind, status, root, parent, limit, cursor), with only the items this
         agent may read (under a policy)."""
-        return policy.readable_page(self.board, self.spec.name, await self.board.query(**filters))
+        return await ReadView(self.board, self.spec.name).query(**filters)
 
     async def dependency_results(self) -> dict[str, Any]:
         """Results of this item's `after` dependencies, by id (all done when it was opened)."""

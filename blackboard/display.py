@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from blackboard.board import Board
 from blackboard.models import TERMINAL_STATUSES, Event, Item, Status, TreeNode, UsageTotals
+from blackboard.views import ReadView
 
 STATUS_STYLE = {
     Status.DONE: "green",
@@ -57,10 +57,10 @@ def render_tree(node: TreeNode, tree: Tree | None = None) -> Tree:
     return branch
 
 
-async def traced(board: Board, item_id: str) -> dict[str, Any]:
+async def traced(view: ReadView, item_id: str) -> dict[str, Any]:
     """The JSON of `trace --json` and the HTTP tree: the lineage plus its goal's usage totals."""
-    tree = await board.tree(item_id)
-    usage = await board.usage(tree.item.root)
+    tree = await view.tree(item_id)
+    usage = await view.board.usage(tree.item.root)
     return tree.model_dump(mode="json") | {"usage": usage.model_dump(mode="json")}
 
 
@@ -94,14 +94,15 @@ def finished(tree: TreeNode) -> bool:
 
 
 async def follow_goal(
-    board: Board, goal_id: str, console: Console | None, timeout: float, since: str = "0-0"
+    view: ReadView, goal_id: str, console: Console | None, timeout: float, since: str = "0-0"
 ) -> TreeNode:
-    """Print the goal's events (after `since`) until its whole tree is finished; return the tree."""
+    """Print the goal's events (after `since`) until its whole tree is finished; return the tree
+    (as far as the view's principal may read them)."""
     cursor, tree = since, None
     with anyio.fail_after(timeout):
         while True:
             # One more read after the tree is seen finished: it may be newer than the events.
-            events, cursor = await board.read_events(cursor, block=0 if tree else 2.0)
+            events, cursor = await view.read_events(cursor, block=0 if tree else 2.0)
             for ev in events:
                 if ev.root == goal_id and console is not None:
                     console.print("  " + escape(event_line(ev)), highlight=False)
@@ -110,5 +111,5 @@ async def follow_goal(
             if tree is None and (
                 not events or any(e.root == goal_id and e.status in TERMINAL_STATUSES for e in events)
             ):
-                candidate = await board.tree(goal_id)
+                candidate = await view.tree(goal_id)
                 tree = candidate if finished(candidate) else None

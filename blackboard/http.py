@@ -46,10 +46,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
-from blackboard import policy, posting, presence
+from blackboard import posting, presence
 from blackboard.display import traced
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
 from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
+from blackboard.views import ReadView
 
 if TYPE_CHECKING:
     from blackboard.daemon import Daemon
@@ -148,8 +149,7 @@ async def get_item(request: Request) -> Response:
     responses: {200: {description: the item}, 404: {description: no such item}}
     """
     posting.check_id(request.path_params["id"], "id")
-    board = daemon_of(request).board
-    item = await policy.readable(board, principal_of(request), await board.get(request.path_params["id"]))
+    item = await view_of(request).get(request.path_params["id"])
     return JSONResponse(item.model_dump(mode="json"))
 
 
@@ -166,7 +166,7 @@ async def list_items(request: Request) -> Response:
         limit = int(q.get("limit", "100"))
     except ValueError:
         raise InvalidInput("limit", f"expected an integer, got {q['limit']!r}") from None
-    page = await daemon_of(request).board.query(
+    page = await view_of(request).query(
         kind=q.get("kind"),
         status=q.get("status"),
         root=q.get("root"),
@@ -174,7 +174,6 @@ async def list_items(request: Request) -> Response:
         limit=limit,
         cursor=q.get("cursor"),
     )
-    page = policy.readable_page(daemon_of(request).board, principal_of(request), page)
     return JSONResponse(page.model_dump(mode="json"))
 
 
@@ -217,9 +216,7 @@ async def list_approvals(request: Request) -> Response:
     summary: Items waiting for approval, with their deadlines
     responses: {200: {description: the pending approvals}}
     """
-    from blackboard import approvals
-
-    found = await approvals.pending(daemon_of(request).board)
+    found = await view_of(request).approvals()
     return JSONResponse([{"item": it.model_dump(mode="json"), "deadline": d} for it, d in found])
 
 
@@ -239,7 +236,7 @@ async def goal_tree(request: Request) -> Response:
     responses: {200: {description: "{item, children: [...], usage: {...}}"}, 404: {description: no such item}}
     """
     posting.check_id(request.path_params["id"], "id")
-    return JSONResponse(await traced(daemon_of(request).board, request.path_params["id"]))
+    return JSONResponse(await traced(view_of(request), request.path_params["id"]))
 
 
 async def goal_usage(request: Request) -> Response:
@@ -248,9 +245,7 @@ async def goal_usage(request: Request) -> Response:
     responses: {200: {description: "{calls, errors, prompt_tokens, completion_tokens, cost, by_model}"}}
     """
     posting.check_id(request.path_params["id"], "id")
-    board = daemon_of(request).board
-    item = await board.get(request.path_params["id"])
-    return JSONResponse((await board.usage(item.root)).model_dump(mode="json"))
+    return JSONResponse((await view_of(request).usage(request.path_params["id"])).model_dump(mode="json"))
 
 
 async def events(request: Request) -> Response:
@@ -258,7 +253,7 @@ async def events(request: Request) -> Response:
     summary: Server-sent events, one per state change (?since=cursor&root=goal)
     responses: {200: {description: text/event-stream}}
     """
-    board = daemon_of(request).board
+    view = view_of(request)
     q = request.query_params
     unknown = set(q) - {"since", "root"}
     if unknown:
@@ -267,10 +262,10 @@ async def events(request: Request) -> Response:
     if q.get("since") and not EVENT_CURSOR_RE.match(q["since"]):
         raise InvalidInput("since", f"expected an event cursor such as 1700000000000-0, got {q['since']!r}")
     root = posting.check_id(q["root"], "root") if "root" in q else None
-    since = q.get("since") or await board.last_event_id()
+    since = q.get("since") or await view.last_event_id()
 
     async def stream() -> AsyncIterator[dict[str, str]]:
-        async for ev in board.events(since, root=root):
+        async for ev in view.events(since, root=root):
             yield {"id": ev.cursor, "event": ev.type, "data": ev.model_dump_json()}
 
     return EventSourceResponse(stream(), ping=15)
@@ -338,6 +333,11 @@ class TokenAuth(BaseHTTPMiddleware):
 def principal_of(request: Request) -> str:
     """Who is asking: the principal of the request's token (`http` with no tokens configured)."""
     return getattr(request.state, "principal", "http")
+
+
+def view_of(request: Request) -> ReadView:
+    """The board as the request's principal may read it."""
+    return ReadView(daemon_of(request).board, principal_of(request))
 
 
 def create_app(daemon: Daemon) -> Starlette:

@@ -31,7 +31,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,10 +40,6 @@ from blackboard.errors import BlackboardError
 
 if TYPE_CHECKING:
     from blackboard.board import Board
-    from blackboard.models import Item, Page
-
-    T = TypeVar("T", bound=Item)
-    P = TypeVar("P", bound=Page)
 
 Action = Literal["post", "claim", "read", "cancel", "approve", "tool"]
 ACTIONS: tuple[Action, ...] = ("post", "claim", "read", "cancel", "approve")  # actions on kinds
@@ -160,6 +156,7 @@ class PolicyFile(BaseModel):
 class Decision:
     allowed: bool
     rule: str  # which rule decided, for errors, audit records and `policy explain`
+    code: str = "default-deny"  # the rule as a short, bounded name (a metric label)
 
 
 @dataclass(frozen=True)
@@ -223,7 +220,8 @@ class Policy:
             for pattern in getattr(self.roles[role], field):
                 if fnmatch.fnmatchcase(kind, pattern):
                     where = self.where.get(f"role:{role}", "")
-                    return Decision(True, f"role {role!r} ({where}) grants {action} {pattern!r} to {entry!r}")
+                    grant = f"role {role!r} ({where}) grants {action} {pattern!r} to {entry!r}"
+                    return Decision(True, grant, f"role:{role}")
         return Decision(False, DEFAULT_DENY)
 
     def explain(self, principal: str, kind: str) -> dict[str, Decision]:
@@ -238,8 +236,9 @@ class Policy:
         for role, entry in self.roles_of(principal):
             for pattern in self.roles[role].sees:
                 if any(fnmatch.fnmatchcase(label, pattern) for label in item.visibility):
-                    return Decision(True, f"role {role!r} sees {pattern!r} ({entry!r})")
-        return Decision(False, f"no role of this principal sees its labels {list(item.visibility)}")
+                    return Decision(True, f"role {role!r} sees {pattern!r} ({entry!r})", f"sees:{role}")
+        labels = list(item.visibility)
+        return Decision(False, f"no role of this principal sees its labels {labels}", "visibility")
 
     def budget_for(self, kind: str) -> Budget | None:
         """The budget of a goal of `kind`: the entry naming it, else the first glob matching it."""
@@ -423,32 +422,22 @@ async def enforce(board: Board, principal: str | None, action: Action, kinds: It
     for kind in dict.fromkeys(kinds):
         decision = policy.decide(who, action, kind)
         if not decision.allowed:
-            await record_denial(board, who, action, kind, f"{action} {kind}: {decision.rule}")
+            detail = f"{action} {kind}: {decision.rule}"
+            await record_denial(board, who, action, kind, detail, rule=decision.code)
             raise PolicyDenied(who, action, kind, decision.rule)
 
 
-async def readable(board: Board, principal: str, item: T) -> T:
-    """`item`, if `principal` may read it; else `PolicyDenied` (after the denial's record)."""
-    if board.policy is not None and not (d := board.policy.visible(principal, item)).allowed:
-        await record_denial(board, principal, "read", item.kind, f"read {item.kind}: {d.rule}", item.id)
-        raise PolicyDenied(principal, "read", item.kind, d.rule)
-    return item
-
-
-def readable_page(board: Board, principal: str, page: P) -> P:
-    """`page` with only the items `principal` may read (queries filter; they record nothing)."""
-    if board.policy is None:
-        return page
-    rules = board.policy
-    return page.model_copy(
-        update={"items": tuple(it for it in page.items if rules.visible(principal, it).allowed)}
-    )
-
-
 async def record_denial(
-    board: Board, principal: str, action: str, kind: str, detail: str, item_id: str = ""
+    board: Board,
+    principal: str,
+    action: str,
+    kind: str,
+    detail: str,
+    item_id: str = "",
+    rule: str = "default-deny",
 ) -> None:
-    """The audit record of a refused action (and nothing else), counted by the daemon."""
+    """The audit record of a refused action (and nothing else), counted by the daemon under
+    `rule` (a `Decision.code`)."""
     await board._run(board._scripts.deny, (), {"kind": kind, "id": item_id, "detail": detail}, principal)
     if board.on_denied is not None:
-        board.on_denied(action, kind)
+        board.on_denied(action, kind, rule)

@@ -235,12 +235,8 @@ class BoardReader:
         Blocks on the stream between events (no polling). The stream is capped, so a consumer
         far behind may miss old events; `since` lets it resume where it stopped.
         """
-        cursor = since or await self.last_event_id()
-        while True:
-            batch, cursor = await self.read_events(cursor, block=connection.MAX_BLOCK)
-            for ev in batch:
-                if root is None or ev.root == root:
-                    yield ev
+        async for ev in follow(self.read_events, since or await self.last_event_id(), root):
+            yield ev
 
     async def wait(self, item_id: str, timeout: float = 60.0) -> Item:
         """Wait until the item is done, dead or cancelled; `TimeoutError` after `timeout` s."""
@@ -252,3 +248,15 @@ class BoardReader:
                 if not batch or any(ev.id == item_id for ev in batch):
                     item = await self.get(item_id)
         return item
+
+
+async def follow(
+    read_events: Callable[..., Awaitable[tuple[list[Event], str]]], cursor: str, root: str | None
+) -> AsyncIterator[Event]:
+    """The events `read_events` gives from after `cursor`, forever (of goal `root` only, if
+    given), blocking on the stream between batches instead of polling."""
+    while True:
+        batch, cursor = await read_events(cursor, block=connection.MAX_BLOCK)
+        for ev in batch:
+            if root is None or ev.root == root:
+                yield ev

@@ -13,9 +13,11 @@ import anyio
 import typer
 from rich.console import Console
 
+from blackboard import policy
 from blackboard.board import Board
 from blackboard.errors import BlackboardError, InvalidInput
 from blackboard.settings import Settings
+from blackboard.views import ReadView
 
 T = TypeVar("T")
 
@@ -120,8 +122,23 @@ async def cancel_on_sigint(scope: anyio.CancelScope) -> None:
             return
 
 
+CLI = "cli"  # the principal the CLI user acts as under the board's policy
+
+
 async def connect(url: str, board: str) -> Board:
-    return await Board.connect(url, board=board, reconnect_timeout=5.0)
+    """The board, with the policy stored on it in force: the CLI user is held to it as `cli`."""
+    b = await Board.connect(url, board=board, reconnect_timeout=5.0)
+    try:
+        b.policy = await policy.fetch(b)
+    except BaseException:
+        await b.close()
+        raise
+    return b
+
+
+def as_cli(board: Board) -> ReadView:
+    """The board as the CLI user may read it."""
+    return ReadView(board, CLI)
 
 
 def parse_data(data: str | None) -> Any:

@@ -10,7 +10,7 @@ import anyio
 import typer
 from rich.table import Table
 
-from blackboard.cli.common import _desc, app, console, err, run_async
+from blackboard.cli.common import CLI, _desc, app, console, err, run_async
 
 
 @app.command()
@@ -155,6 +155,7 @@ def demo_files(root: Path) -> list[str]:
 
 async def run_demo(daemon: Any) -> None:
     from blackboard.display import final_item, follow_goal, render_tree
+    from blackboard.views import ReadView
 
     if "planner" not in daemon.slots:
         err.print("error: --demo needs the stock agents (agents/wordcount.py); run it from a checkout")
@@ -163,7 +164,7 @@ async def run_demo(daemon: Any) -> None:
     files = demo_files(Path.cwd())
     goal = await daemon.board.post("wordcount.goal", {"files": files, "top": 10}, actor="demo")
     console.print(f"posted goal {goal.id}: count the words of {len(files)} files")
-    tree = await follow_goal(daemon.board, goal.id, console, timeout=120)
+    tree = await follow_goal(ReadView(daemon.board, "demo"), goal.id, console, timeout=120)
     console.print(render_tree(tree))
     table = Table("word", "count", title="most frequent words", min_width=30)
     for word, n in final_item(tree).result["top"]:
@@ -204,10 +205,11 @@ def load_goal(path: Path) -> tuple[str, Any]:
 async def run_goal(daemon: Any, kind: str, payload: Any) -> None:
     """Post one goal, follow its tree live, then print the tree, its result and its model usage."""
     from blackboard.display import final_item, follow_goal, render_tree, usage_line
+    from blackboard.views import ReadView
 
-    goal = await daemon.board.post(kind, payload, actor="cli")
+    goal = await daemon.board.post(kind, payload, actor=CLI)
     console.print(f"posted goal {goal.id} ({kind})")
-    tree = await follow_goal(daemon.board, goal.id, console, timeout=600)
+    tree = await follow_goal(ReadView(daemon.board, CLI), goal.id, console, timeout=600)
     console.print(render_tree(tree))
     final = final_item(tree)
     console.print_json(data=final.result if final.status.value == "done" else {"error": final.error})

@@ -13,10 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from blackboard.cli.common import (
+    CLI,
     BoardName,
     Json,
     Url,
     app,
+    as_cli,
     cancel_on_sigint,
     connect,
     console,
@@ -49,12 +51,14 @@ def post(
         payload = parse_data(data)
         async with await connect(url, board) as b:
             since = await b.last_event_id()
-            item = await b.post(kind, payload, priority=priority, actor="cli")
+            item = await b.post(kind, payload, priority=priority, actor=CLI)
             if not wait:
                 echo_json(item.model_dump(mode="json")) if as_json else console.print(item.id)
                 return
             (err if as_json else console).print(f"posted {item.id}; following its tree")
-            tree = await interruptible(follow_goal(b, item.id, None if as_json else console, timeout, since))
+            tree = await interruptible(
+                follow_goal(as_cli(b), item.id, None if as_json else console, timeout, since)
+            )
             final = final_item(tree)
             if as_json:
                 echo_json({"goal": item.id, "final": final.model_dump(mode="json")})
@@ -84,7 +88,7 @@ def list_items(
 
     async def main() -> None:
         async with await connect(url, board) as b:
-            page = await b.query(kind=kind, status=status, root=root, limit=limit)
+            page = await as_cli(b).query(kind=kind, status=status, root=root, limit=limit)
         if as_json:
             echo_json([i.model_dump(mode="json") for i in page.items])
             return
@@ -109,7 +113,7 @@ def show(item_id: str, url: Url = "memory://", board: BoardName = "default", as_
 
     async def main() -> None:
         async with await connect(url, board) as b:
-            item = await b.get(item_id)
+            item = await as_cli(b).get(item_id)
         data = item.model_dump(mode="json")
         echo_json(data) if as_json else typer.echo(
             "\n".join(f"{k:>15}: {json.dumps(v)}" for k, v in data.items() if v not in (None, [], ()))
@@ -127,9 +131,9 @@ def trace(item_id: str, url: Url = "memory://", board: BoardName = "default", as
     async def main() -> None:
         async with await connect(url, board) as b:
             if as_json:
-                echo_json(await traced(b, item_id))
+                echo_json(await traced(as_cli(b), item_id))
                 return
-            tree = await b.tree(item_id)
+            tree = await as_cli(b).tree(item_id)
             console.print(render_tree(tree))
             console.print(usage_line(await b.usage(tree.item.root)))
 
@@ -150,7 +154,7 @@ def watch(
         async with await connect(url, board) as b, anyio.create_task_group() as tg:
             if threading.current_thread() is threading.main_thread():
                 tg.start_soon(cancel_on_sigint, tg.cancel_scope)
-            async for ev in b.events(root=root):
+            async for ev in as_cli(b).events(root=root):
                 typer.echo(ev.model_dump_json() if as_json else event_line(ev))
 
     with suppress(KeyboardInterrupt):
@@ -169,7 +173,7 @@ def wait(
 
     async def main() -> str:
         async with await connect(url, board) as b:
-            item = await interruptible(b.wait(item_id, timeout=timeout))
+            item = await interruptible(as_cli(b).wait(item_id, timeout=timeout))
         echo_json(
             item.model_dump(mode="json")
             if as_json
@@ -222,7 +226,7 @@ def cancel(item_id: str, url: Url = "memory://", board: BoardName = "default") -
 
     async def main() -> int:
         async with await connect(url, board) as b:
-            return await b.cancel(item_id, "cancelled from the CLI", actor="cli")
+            return await b.cancel(item_id, "cancelled from the CLI", actor=CLI)
 
     console.print(f"cancelled {run_async(main)} items")
 
@@ -235,7 +239,7 @@ def dlq_ls(
 
     async def main() -> None:
         async with await connect(url, board) as b:
-            page = await b.dead_letters(limit=limit)
+            page = await as_cli(b).dead_letters(limit=limit)
         if as_json:
             echo_json([i.model_dump(mode="json") for i in page.items])
             return
@@ -263,7 +267,7 @@ def dlq_retry(
         async with await connect(url, board) as b:
             chosen = list(ids or [])
             if all_:
-                chosen += [i.id for i in (await b.dead_letters(limit=10_000)).items]
-            return await b.requeue(chosen, actor="cli") if chosen else 0
+                chosen += [i.id for i in (await as_cli(b).dead_letters(limit=10_000)).items]
+            return await b.requeue(chosen, actor=CLI) if chosen else 0
 
     console.print(f"requeued {run_async(main)} items")

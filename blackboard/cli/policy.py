@@ -13,7 +13,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from blackboard.approvals import Verdict
-from blackboard.cli.common import BoardName, Json, Url, app, connect, console, echo_json, err, run_async
+from blackboard.cli.common import (
+    CLI,
+    BoardName,
+    Json,
+    Url,
+    app,
+    as_cli,
+    connect,
+    console,
+    echo_json,
+    err,
+    run_async,
+)
 from blackboard.models import Item
 from blackboard.policy import Policy
 
@@ -110,7 +122,7 @@ def _decide(item_id: str, verdict: Verdict, note: str, url: str, board: str) -> 
 
     async def main() -> str:
         async with await connect(url, board) as b:
-            return (await approvals.decide(b, item_id, verdict, note, actor="cli")).status.value
+            return (await approvals.decide(b, item_id, verdict, note, actor=CLI)).status.value
 
     done = "approved" if verdict == "approve" else "rejected"
     console.print(f"{item_id}: {done}, now {run_async(main)}")
@@ -119,11 +131,10 @@ def _decide(item_id: str, verdict: Verdict, note: str, url: str, board: str) -> 
 @app.command("approvals")
 def list_approvals(url: Url = "memory://", board: BoardName = "default", as_json: Json = False) -> None:
     """Items waiting for approval, the soonest deadline first."""
-    from blackboard import approvals
 
     async def main() -> list[tuple[Item, float | None]]:
         async with await connect(url, board) as b:
-            return await approvals.pending(b)
+            return await as_cli(b).approvals()
 
     found = run_async(main)
     if as_json:
@@ -179,7 +190,7 @@ def _interrupt(stop: bool, goal: str | None, all_: bool, note: str, url: str, bo
 
     async def main() -> int:
         async with await connect(url, board) as b:
-            return await (pausing.pause if stop else pausing.resume)(b, goal, note, actor="cli")
+            return await (pausing.pause if stop else pausing.resume)(b, goal, note, actor=CLI)
 
     n = run_async(main)
     if goal is None:
