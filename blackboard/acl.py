@@ -22,7 +22,7 @@ COMMANDS = (
     # hashes, sorted sets, sets, lists, strings, streams
     "hget", "hmget", "hset", "hdel", "hgetall", "hexists", "hincrby",
     "zadd", "zrem", "zcard", "zscore", "zrange", "zrangebyscore", "zrangebylex", "zlexcount",
-    "sadd", "smembers", "rpush", "llen", "blpop",
+    "sadd", "smembers", "rpush", "llen", "blpop", "lpop", "ltrim",
     "get", "set", "del", "unlink", "expire", "pexpire", "pttl",
     "xadd", "xtrim", "xlen", "xrange", "xrevrange", "xread",
     # connection and clock

@@ -61,6 +61,17 @@ async def pending(board: Board, limit: int = 1000) -> list[tuple[Item, float | N
     ]
 
 
+async def pop_waits(board: Board, count: int = 1000) -> list[tuple[str, float]]:
+    """(verdict, seconds waited) of approvals decided since the last pop, oldest first. Each is
+    popped once, by whichever daemon gets it, so the daemons' histograms add up to the board's."""
+    raw = await board.retrying(lambda: board.redis.lpop(board.keys.waits, count))
+    out = []
+    for entry in raw or ():
+        verdict, _, ms = (entry.decode() if isinstance(entry, bytes) else entry).partition(":")
+        out.append((verdict, int(ms) / 1000))
+    return out
+
+
 async def decide_due(board: Board, limit: int = 100) -> int:
     """Decide the approvals whose timeout has passed, as their rules say. Safe from many
     daemons at once: the script decides each only while it is still due. Returns how many."""

@@ -75,7 +75,9 @@ class Daemon:
             on_lease_expired=self._lease_expired,
         )
         self.board.daemon_id = self.id
-        self.board.on_denied = lambda action, kind: self.metrics.policy_denials.labels(action, kind).inc()
+        self.board.on_denied = lambda action, kind, rule: self.metrics.policy_denials.labels(
+            action, kind, rule
+        ).inc()
         self.board.on_budget_exceeded = lambda reason: self.metrics.budgets_exceeded.labels(reason).inc()
 
     @property
@@ -343,7 +345,6 @@ class Daemon:
             try:
                 self.metrics.audit_exported.inc(await exporter.export())
                 head, done = await audit.head(self.board), await audit.exported(self.board)
-                self.metrics.audit_records.set(head.seq)
                 self.metrics.audit_lag.set(head.seq - done.seq)
             except (BlackboardError, OSError) as e:
                 self.metrics.audit_errors.inc()
@@ -355,8 +356,7 @@ class Daemon:
             try:
                 await presence.beat(self.board, self.info())
                 await self._follow_policy()
-                waiting = await self.board.retrying(lambda: self.board.redis.zcard(self.board.keys.approvals))
-                self.metrics.approvals_pending.labels(self.settings.board).set(waiting)
+                await self._board_gauges()
                 live = [d for d in await presence.daemons(self.board) if d.live]
                 self.metrics.live_daemons.labels(self.settings.board).set(len(live))
                 self.metrics.live_agents.labels(self.settings.board).set(sum(len(d.agents) for d in live))
@@ -369,6 +369,18 @@ class Daemon:
             except BlackboardError as e:
                 log.warning("presence update failed", error=str(e))
             await anyio.sleep(self.settings.presence_interval)
+
+    async def _board_gauges(self) -> None:
+        """The board-wide figures every daemon reports: approvals waiting (and how long the
+        decided ones waited), audit records written."""
+        from blackboard import audit
+
+        name = self.settings.board
+        waiting = await self.board.retrying(lambda: self.board.redis.zcard(self.board.keys.approvals))
+        self.metrics.approvals_pending.labels(name).set(waiting)
+        for verdict, seconds in await approvals.pop_waits(self.board):
+            self.metrics.approval_wait.labels(verdict).observe(seconds)
+        self.metrics.audit_records.labels(name).set((await audit.head(self.board)).seq)
 
     def info(self) -> DaemonInfo:
         return DaemonInfo(

@@ -36,6 +36,7 @@ FIXED_NAMES = (
     "repeats",
     "approvals",
     "paused",
+    "waits",
 )
 
 

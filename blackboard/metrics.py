@@ -34,6 +34,7 @@ HANDLER_BUCKETS = (
     1200,
     3600,
 )
+APPROVAL_BUCKETS = (1, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400)
 PICKUP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600)
 
 
@@ -114,7 +115,10 @@ class Metrics:
             "blackboard_ready", "1 when the daemon can reach Redis and runs its agents.", registry=r
         )
         self.policy_denials = Counter(
-            "blackboard_policy_denials", "Actions the board's policy refused.", ["action", "kind"], registry=r
+            "blackboard_policy_denials",
+            "Actions the policy refused, by the deciding rule (default-deny, visibility, agent-tools).",
+            ["action", "kind", "rule"],
+            registry=r,
         )
         self.budgets_exceeded = Counter(
             "blackboard_budgets_exceeded",
@@ -125,6 +129,13 @@ class Metrics:
         self.approvals_pending = Gauge(
             "blackboard_approvals_pending", "Items waiting for a human's approval.", ["board"], registry=r
         )
+        self.approval_wait = Histogram(
+            "blackboard_approval_wait_seconds",
+            "How long decided approvals waited, by verdict (approve, reject).",
+            ["verdict"],
+            buckets=APPROVAL_BUCKETS,
+            registry=r,
+        )
         self.policy_errors = Counter(
             "blackboard_policy_load_errors",
             "Policy loads that failed (the previous policy stayed).",
@@ -134,7 +145,10 @@ class Metrics:
             "blackboard_audit_records_exported", "Audit records this daemon moved to files.", registry=r
         )
         self.audit_records = Gauge(
-            "blackboard_audit_records", "Audit records written on the board (the chain's head).", registry=r
+            "blackboard_audit_records",
+            "Audit records written on the board (the chain's head).",
+            ["board"],
+            registry=r,
         )
         self.audit_lag = Gauge(
             "blackboard_audit_export_lag_records", "Audit records in Redis not yet exported.", registry=r

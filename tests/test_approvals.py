@@ -15,6 +15,7 @@ from blackboard.cli import app
 from blackboard.errors import InvalidState
 from blackboard.models import Status
 from blackboard.policy import PolicyDenied
+from blackboard.views import ReadView
 from tests.conftest import FakeClock, unique_board
 
 pytestmark = pytest.mark.anyio
@@ -22,12 +23,14 @@ pytestmark = pytest.mark.anyio
 RULES = """\
 roles:
   worker: {claim: ["pay.*"], post: ["pay.*"]}
-  approver: {approve: ["pay.*"], post: ["pay.*"]}
+  approver: {approve: ["pay.*"], post: ["pay.*"], read: ["pay.*"]}
+  blind: {approve: ["pay.*"]}
 principals:
   worker: [worker]
   cli: [approver]
   http: [approver]
   alice: [approver]
+  bob: [blind]
 approvals:
   - {kind: pay.refund, when: "payload.amount > 500", timeout_seconds: 60}
   - {kind: pay.wire, timeout_seconds: 30, on_timeout: escalate}
@@ -42,7 +45,9 @@ async def under_rules(board: Board, tmp_path: Path) -> policy.Policy:
     return loaded
 
 
-async def test_a_gated_item_is_claimed_only_after_approval(board: Board, tmp_path: Path) -> None:
+async def test_a_gated_item_is_claimed_only_after_approval(
+    board: Board, tmp_path: Path, clock: FakeClock
+) -> None:
     await under_rules(board, tmp_path)
     big = await board.post("pay.refund", {"amount": 900}, actor="worker")
     small = await board.post("pay.refund", {"amount": 20}, actor="worker")
@@ -52,8 +57,13 @@ async def test_a_gated_item_is_claimed_only_after_approval(board: Board, tmp_pat
     assert [c.id for c in claimed] == [small.id]  # the big one is not claimable
     [(pending, deadline)] = await approvals.pending(board)
     assert pending.id == big.id and deadline is not None
+    assert [it.id for it, _ in await ReadView(board, "alice").approvals()] == [big.id]
+    assert await ReadView(board, "bob").approvals() == []  # approve alone does not let it read
+    clock.advance(42.5)
     item = await approvals.approve(board, big.id, "checked the receipt", actor="alice")
     assert item.status is Status.OPEN
+    assert await approvals.pop_waits(board) == [("approve", 42.5)]  # how long it waited, once
+    assert await approvals.pop_waits(board) == []
     [claim] = await board.claim("worker", ["pay.refund"])
     assert claim.id == big.id
     record = next(r for r in reversed(await audit.tail(board, 10)) if r.op == "approved")
@@ -157,8 +167,17 @@ async def test_http_approve_reject_and_list(board_url: str, tmp_path: Path) -> N
         assert r.status_code == 404
         r = await c.post(f"/v1/items/{other.id}/reject", json={"note": "nope"})
         assert r.status_code == 200 and r.json()["status"] == "dead"
+        metric, board = daemon.metrics.registry.get_sample_value, {"board": daemon.settings.board}
+        written = (await audit.head(daemon.board)).seq
         with anyio.fail_after(10):
-            while daemon.metrics.registry.get_sample_value(  # noqa: ASYNC110 - the presence beat sets it
-                "blackboard_approvals_pending", {"board": daemon.settings.board}
+            while (  # noqa: ASYNC110 - the presence beat sets them
+                metric("blackboard_approvals_pending", board)
+                or (metric("blackboard_audit_records", board) or 0) < written
+                or metric("blackboard_approval_wait_seconds_count", {"verdict": "reject"}) is None
             ):
                 await anyio.sleep(0.05)
+        # each decision's wait was observed once (popped from the board), under its verdict
+        for verdict in ("approve", "reject"):
+            assert metric("blackboard_approval_wait_seconds_count", {"verdict": verdict}) == 1
+            assert metric("blackboard_approval_wait_seconds_sum", {"verdict": verdict}) < 60
+        assert await approvals.pop_waits(daemon.board) == []

@@ -205,7 +205,13 @@ async def test_a_daemon_enforces_its_policy_and_a_bad_reload_keeps_it(board_url:
             item = await b.get(denied[0].id)
             assert "PolicyDenied" in (item.error or "") and "'worker' to post 't.task'" in (item.error or "")
             metric = daemon.metrics.registry.get_sample_value
-            assert (metric("blackboard_policy_denials_total", {"action": "post", "kind": "t.task"}) or 0) >= 1
+            assert (
+                metric(
+                    "blackboard_policy_denials_total",
+                    {"action": "post", "kind": "t.task", "rule": "default-deny"},
+                )
+                or 0
+            ) >= 1
             # a broken edit: reported, and the policy in force stays
             (folder / "rules.yaml").write_text("roles:\n  worker: {claim: [t.task]\n")
             with anyio.fail_after(10):

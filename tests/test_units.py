@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import types
+from pathlib import Path
 
 import blackboard
 from blackboard import ids, kinds
@@ -31,7 +33,11 @@ def test_glob_expansion() -> None:
 def test_every_key_shares_the_board_hash_tag() -> None:
     ks = Keyspace("my-board")
     assert all(k.startswith("{bb:my-board}:") for k in (*ks.fixed, *ks.kind_keys("x.y"), ks.schemas))
-    assert len(set(ks.fixed)) == len(ks.fixed) == 22
+    lib = (Path(__file__).parent.parent / "blackboard" / "lua" / "lib.lua").read_text()
+    nfixed = int(re.search(r"^local NFIXED = (\d+)$", lib, re.M).group(1))  # type: ignore[union-attr]
+    assert len(set(ks.fixed)) == len(ks.fixed) == nfixed == 23
+    for n, name in enumerate(ks.fixed, 1):  # the layout lib.lua documents, key by key
+        assert re.search(rf"^--   KEYS\[{n}\] +{name.rsplit(':', 1)[1]} ", lib, re.M), name
     assert ks.fixed[17] == ks.audit == "{bb:my-board}:audit"  # KEYS[18] in lua/lib.lua
 
 

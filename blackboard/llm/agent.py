@@ -229,19 +229,21 @@ class LLMAgent(Agent):
         call) and leaves an audit record."""
         tool = self.tools.get(name)
         board_policy = ctx.board.policy
-        why = "not in the agent's tools" if tool is None else None
+        why, rule = ("not in the agent's tools", "agent-tools") if tool is None else (None, "")
         if (
             why is None
             and board_policy is not None
             and not (d := board_policy.decide(self.llm.name, "tool", name)).allowed
         ):
-            why = d.rule
+            why, rule = d.rule, d.code
         if why is not None:
             ctx.log.warning("model asked for a tool it is not allowed", tool=name, why=why)
             if ctx.metrics is not None:
                 ctx.metrics.llm_tool_calls.labels(self.llm.name, name, "refused").inc()
             detail = f"tool {name}: {why}"
-            await policy.record_denial(ctx.board, self.llm.name, "tool", ctx.item.kind, detail, ctx.item.id)
+            await policy.record_denial(
+                ctx.board, self.llm.name, "tool", ctx.item.kind, detail, ctx.item.id, rule
+            )
             allowed = [
                 t
                 for t in sorted(self.tools)

@@ -2,7 +2,8 @@
 -- dependencies, or open), reject (dead-lettered with the note), escalate (a due timeout whose
 -- rule says so: it waits on, and an event says it waited too long).
 -- KEYS: the fixed board keys (lib.lua) + ready/delayed/leased/wake of each decided item's kind.
---   writes state, status, counts, approvals, waiting, events; ready + wake when one opens.
+--   writes state, status, counts, approvals, waiting, events, waits (how long each decided one
+--   waited, capped at WAITS_CAP); ready + wake when one opens.
 -- ARGS: {decisions = [{id, verdict = 'approve' | 'reject' | 'timeout', note}]}; 'timeout' is
 --   the reaper's: taken only if the item's approval deadline has passed, as its rule says
 --   (st.on_timeout: 'reject' or 'escalate').
@@ -12,6 +13,7 @@ local need = missing_kinds(item_kinds(ARGS.decisions))
 if need then return reply({needkinds = need}) end
 
 local NEVER = 9007199254740991 -- 2^53 - 1: waits with no deadline
+local WAITS_CAP = 10000 -- waits no daemon has popped yet (none running): the newest are kept
 local out = {}
 for i, d in ipairs(ARGS.decisions) do
   local st = get_state(d.id)
@@ -37,6 +39,8 @@ for i, d in ipairs(ARGS.decisions) do
     else
       redis.call('ZREM', K_APPROVALS, d.id)
       st.approval = {verdict = verdict, by = CTX.actor, at = NOW, note = note}
+      redis.call('RPUSH', K_WAITS, verdict .. ':' .. (NOW - st.created_at))
+      redis.call('LTRIM', K_WAITS, -WAITS_CAP, -1)
       if verdict == 'reject' then
         emit('rejected', d.id, kind, st, {reason = note})
         kill(d.id, kind, st, 'rejected: ' .. note)

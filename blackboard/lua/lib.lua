@@ -24,6 +24,8 @@
 --   KEYS[20] repeats   hash    "goal|digest of kind and payload" -> id, for the repeat guard
 --   KEYS[21] approvals zset    id -> approval deadline ms (2^53 - 1: none), items waiting for one
 --   KEYS[22] paused    hash    goal id -> ms it was paused (blackboard/pausing.py)
+--   KEYS[23] waits     list    "verdict:ms" per decided approval, how long it waited (capped);
+--                              daemons pop them into their approval wait-time histogram
 --   then per kind k: ready zset (claim order), delayed zset (due ms), leased zset (deadline ms),
 --   wake list (a token that blocked claimers BLPOP on).
 -- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s,
@@ -38,7 +40,8 @@ local K_STATUS, K_WAITING, K_DEPS, K_CHILDREN, K_LINEAGE = KEYS[6], KEYS[7], KEY
 local K_COUNTS, K_IDEM, K_EVENTS, K_KINDS = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 local K_GUARDS, K_USAGE, K_TOTALS, K_AUDIT = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
 local K_BUDGETS, K_REPEATS, K_APPROVALS, K_PAUSED = KEYS[19], KEYS[20], KEYS[21], KEYS[22]
-local NFIXED = 22
+local K_WAITS = KEYS[23]
+local NFIXED = 23
 
 local CTX = cjson.decode(ARGV[1])
 local ARGS = cjson.decode(ARGV[2])
