@@ -66,6 +66,7 @@ class Daemon:
         self._stop = anyio.Event()
         self._stopping = False
         self._tg: TaskGroup | None = None
+        self._files_policy: policy.Policy | None = None  # what this daemon's policy files say
         self.board = Board(
             connection.connect(settings.url),
             settings.board,
@@ -283,7 +284,7 @@ class Daemon:
         or open. Files that fail to load: the policy in force stays, else everything is denied."""
         folders = [str(f) for f in self.settings.policies]
         try:
-            loaded = policy.load(self.settings.policies)
+            loaded = self._files_policy = policy.load(self.settings.policies)
         except (policy.PolicyError, OSError) as e:
             self.metrics.policy_errors.inc()
             log.error("policy not loaded; the policy in force stays", error=str(e))
@@ -312,13 +313,19 @@ class Daemon:
             return None
 
     async def _follow_policy(self) -> None:
-        """Adopt the version another daemon stored (never drops to open: that needs no files
-        anywhere and no policy stored)."""
-        version = await self.board.retrying(
-            lambda: self.board.redis.hget(self.board.keys.meta, "policy_version")
-        )
+        """Adopt the version another daemon stored. A board with none stored (Redis was away at
+        load) or cleared (`policy clear`) gets this daemon's files again, if it has any: policy
+        never fails open while a daemon is configured with one. Cleared and no files: open."""
+        raw = await self.board.retrying(lambda: self.board.redis.hget(self.board.keys.meta, "policy_version"))
+        version = raw.decode() if raw else None
         current = self.board.policy.version if self.board.policy is not None else None
-        if version and version.decode() != current and (stored := await policy.fetch(self.board)):
+        if version in (None, "open") and self._files_policy is not None:
+            await policy.store(self.board, self._files_policy, actor=f"daemon:{self.id}")
+            log.warning("the board had no policy stored: this daemon's files stored again", was=version)
+        elif version == "open" and current is not None:
+            self.board.policy = None
+            log.warning("the board's policy was cleared: it runs open, everything is allowed")
+        elif version not in (None, "open", current) and (stored := await policy.fetch(self.board)):
             self.board.policy = stored
             log.info("policy changed on the board", version=stored.version)
 

@@ -360,6 +360,17 @@ async def store(board: Board, policy: Policy, actor: str | None = None) -> None:
     board.policy = policy
 
 
+async def clear(board: Board, note: str = "", actor: str | None = None) -> str:
+    """Reopen the board: no stored policy in force (audited, one step). Under a policy it needs
+    the grant that pausing the whole board needs (`cancel` on `*`). Daemons that follow the
+    board's policy run open from their next beat; a daemon with policy files of its own stores
+    them again (policy never fails open while one is configured). Returns the version cleared."""
+    await enforce(board, actor, "cancel", ["*"])
+    out = await board._run(board._scripts.policy_clear, (), {"note": note}, actor)
+    board.policy = None
+    return str(out["ok"])
+
+
 async def fetch(board: Board) -> Policy | None:
     """The policy stored on the board (the version in force), or None when it runs open."""
     keys = board.keys

@@ -26,6 +26,7 @@ OPERATIONS = (
     "ratelimit",
     "audit_trim",
     "policy_load",
+    "policy_clear",
     "deny",
     "approve",
     "pause",
@@ -56,6 +57,7 @@ class Scripts:
     ratelimit: Any
     audit_trim: Any
     policy_load: Any
+    policy_clear: Any
     deny: Any
     approve: Any
     pause: Any

@@ -394,3 +394,88 @@ async def test_reads_need_the_read_grant_and_labels_limit_who_sees_an_item(
         assert (await board.get(public.id)).visibility == ()  # the board itself is not filtered
         assert (await board.get(secret.id)).visibility == ("finance",)
         daemon.stop()
+
+
+# -- clearing ---------------------------------------------------------------------------------
+
+
+def test_policy_clear_reopens_the_board_only_for_a_principal_allowed_to(
+    board_url: str, tmp_path: Path
+) -> None:
+    name = unique_board()
+    where = ["--url", board_url, "--board", name]
+    folder = tmp_path / "p"
+    write(folder, "rules.yaml", RULES + "  cli: [operator]\n")
+    write(tmp_path / "q", "rules.yaml", RULES)  # no role for cli: it may not clear
+
+    async def store(which: Path) -> str:
+        async with await Board.connect(board_url, board=name) as b:
+            loaded = policy.load([which])
+            assert loaded is not None
+            await policy.store(b, loaded)
+            return loaded.version
+
+    runner = CliRunner()
+    anyio.run(store, tmp_path / "q")
+    r = runner.invoke(app, ["policy", "clear", *where])
+    assert r.exit_code == 2 and "--yes" in r.output
+    r = runner.invoke(app, ["policy", "clear", "--yes", *where])
+    assert r.exit_code == 1 and "policy denies 'cli' to cancel '*'" in r.output, r.output
+    version = anyio.run(store, folder)
+    r = runner.invoke(app, ["policy", "clear", "--yes", "--note", "incident 7 over", *where])
+    assert r.exit_code == 0 and f"was {version}" in r.output, r.output
+
+    async def after() -> tuple[policy.Policy | None, audit.AuditRecord]:
+        async with await Board.connect(board_url, board=name) as b:
+            return await policy.fetch(b), (await audit.tail(b, 1))[0]
+
+    stored, record = anyio.run(after)
+    assert stored is None  # open: the CLI (and any daemon following the board) allows everything
+    assert (record.op, record.actor, record.detail, record.policy) == (
+        "policy_cleared",
+        "cli",
+        "incident 7 over",
+        "",
+    )
+    r = runner.invoke(app, ["post", "anything.goes", *where])
+    assert r.exit_code == 0, r.output
+
+
+async def test_daemons_follow_a_clear_unless_they_have_policy_files(board_url: str, tmp_path: Path) -> None:
+    from blackboard.daemon import Daemon
+
+    write(tmp_path / "p", "rules.yaml", RULES)
+    name = unique_board()
+    with_files = Daemon(
+        daemon_settings(board_url, name, [], policies=[tmp_path / "p"], presence_interval=0.1)
+    )
+    follower = Daemon(
+        daemon_settings(board_url, name, [], policies=[tmp_path / "none"], presence_interval=0.1)
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(with_files.run)
+        version = with_files.board.policy.version if with_files.board.policy else None
+        await tg.start(follower.run)
+        assert follower.board.policy is not None and follower.board.policy.version == version
+        with_files.stop()  # only the follower is left: a clear opens it
+        async with await Board.connect(board_url, board=name) as b:
+            b.policy = await policy.fetch(b)
+            await policy.clear(b, actor="ops-alice")
+        with anyio.fail_after(10):
+            while follower.board.policy is not None:  # noqa: ASYNC110 - its presence beat follows the board
+                await anyio.sleep(0.02)
+        restarted = Daemon(
+            daemon_settings(board_url, name, [], policies=[tmp_path / "p"], presence_interval=0.1)
+        )
+        await tg.start(restarted.run)  # a daemon with files stores them again
+        with anyio.fail_after(10):
+            while follower.board.policy is None:  # noqa: ASYNC110 - it adopts what the board stores
+                await anyio.sleep(0.02)
+        assert follower.board.policy.version == version
+        async with await Board.connect(board_url, board=name) as b:
+            await policy.clear(b, actor="ops-alice")  # with a daemon that has files: undone at its beat
+            with anyio.fail_after(10):
+                while await policy.fetch(b) is None:  # noqa: ASYNC110 - the daemon stores its files
+                    await anyio.sleep(0.02)
+        follower.stop()
+        restarted.stop()

@@ -89,6 +89,29 @@ def explain(
     console.print(table)
 
 
+@policy_app.command("clear")
+def clear(
+    yes: Annotated[bool, typer.Option("--yes", help="Yes, let everything be allowed.")] = False,
+    note: Annotated[str, typer.Option("--note", help="Why (kept on the audit record).")] = "",
+    url: Url = "memory://",
+    board: BoardName = "default",
+) -> None:
+    """Reopen the board: drop its stored policy, so everything is allowed (audited). Daemons with
+    policy files of their own store them again; remove those first."""
+    from blackboard import policy
+
+    if not yes:
+        err.print("error: --yes: clearing the policy lets everyone do everything; say --yes")
+        raise typer.Exit(2)
+
+    async def main() -> str:
+        async with await connect(url, board) as b:
+            return await policy.clear(b, note, actor=CLI)
+
+    was = run_async(main)
+    console.print(f"policy cleared (was {was or 'none'}): the board runs open")
+
+
 # -- approvals --------------------------------------------------------------------------------
 
 
