@@ -89,6 +89,11 @@ class Daemon:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until SIGTERM/SIGINT (or `stop()`), then shut down gracefully."""
+        # Every log line of this daemon's tasks (they inherit the context) names board and daemon.
+        with structlog.contextvars.bound_contextvars(board=self.settings.board, daemon=self.id):
+            await self._run(task_status)
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg

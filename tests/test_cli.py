@@ -623,6 +623,8 @@ def test_an_initialised_project_runs_its_example_agent(tmp_path: Path, redis_url
     assert out.returncode == 0, out.stderr
     started = next(json.loads(line) for line in out.stderr.splitlines() if '"daemon started"' in line)
     assert started["agents"] == ["greeter", "notetaker"] and started["board"] == name
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert len(lines) > 3 and all(r["board"] == name and r["daemon"] == started["daemon"] for r in lines)
     # strict: the example policy was loaded and lets the example agents do their work
     loaded = next(json.loads(line) for line in out.stderr.splitlines() if '"policy loaded"' in line)
     assert loaded["files"] == ["policies/example.yaml"]
