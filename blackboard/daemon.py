@@ -22,14 +22,14 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from blackboard import approvals, connection, plugins, policy, presence
+from blackboard import approvals, connection, gauges, plugins, policy, presence
 from blackboard.agents import Agent
 from blackboard.board import Board
 from blackboard.errors import BlackboardError, InvalidInput
 from blackboard.metrics import Metrics
 from blackboard.models import Status
 from blackboard.presence import AgentInfo, DaemonInfo
-from blackboard.runner import AgentRunner
+from blackboard.runner import CLEANUP_TIMEOUT, AgentRunner
 from blackboard.settings import Settings
 
 log = structlog.get_logger("blackboard.daemon")
@@ -41,6 +41,7 @@ UNFINISHED = (Status.OPEN, Status.CLAIMED, Status.WAITING, Status.FAILED)
 # 50,000 young objects pile up (memory bounded, cycles still collected); the swarm bench's CPU per
 # goal drops by a fifth with it (docs/ARCHITECTURE.md).
 GC_THRESHOLD = (50_000, 50, 100)
+LEAVE_TIMEOUT = 5.0  # seconds to remove the presence record on the way out (Redis may be away)
 
 
 class _Slot:
@@ -136,7 +137,7 @@ class Daemon:
                 await self._shutdown()
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(LEAVE_TIMEOUT):
                 with suppress(BlackboardError):
                     await presence.leave(self.board, self.id)
                 await self.board.close()
@@ -368,31 +369,10 @@ class Daemon:
             try:
                 await presence.beat(self.board, self.info())
                 await self._follow_policy()
-                await self._board_gauges()
-                live = [d for d in await presence.daemons(self.board) if d.live]
-                self.metrics.live_daemons.labels(self.settings.board).set(len(live))
-                self.metrics.live_agents.labels(self.settings.board).set(sum(len(d.agents) for d in live))
-                stats = await self.board.stats()
-                for kind, ks in stats.kinds.items():
-                    for status in Status:
-                        self.metrics.items.labels(self.settings.board, kind, status.value).set(
-                            ks.by_status.get(status, 0)
-                        )
+                await gauges.report(self.board, self.metrics)
             except BlackboardError as e:
                 log.warning("presence update failed", error=str(e))
             await anyio.sleep(self.settings.presence_interval)
-
-    async def _board_gauges(self) -> None:
-        """The board-wide figures every daemon reports: approvals waiting (and how long the
-        decided ones waited), audit records written."""
-        from blackboard import audit
-
-        name = self.settings.board
-        waiting = await self.board.retrying(lambda: self.board.redis.zcard(self.board.keys.approvals))
-        self.metrics.approvals_pending.labels(name).set(waiting)
-        for verdict, seconds in await approvals.pop_waits(self.board):
-            self.metrics.approval_wait.labels(verdict).observe(seconds)
-        self.metrics.audit_records.labels(name).set((await audit.head(self.board)).seq)
 
     def info(self) -> DaemonInfo:
         return DaemonInfo(
@@ -436,6 +416,12 @@ class Daemon:
 
     def _lease_expired(self, kind: str, n: int) -> None:
         self.metrics.lease_expired.labels(kind).inc(n)
+
+
+def longest_shutdown(grace: float) -> float:
+    """The longest a graceful shutdown can take (drain, shielded cleanup, leaving the presence
+    record): a supervisor's stop timeout must be longer, or it kills a daemon still draining."""
+    return grace + CLEANUP_TIMEOUT + LEAVE_TIMEOUT
 
 
 def check_bind(settings: Settings) -> None:

@@ -98,6 +98,18 @@ class Metrics:
         self.live_daemons = Gauge(
             "blackboard_live_daemons", "Daemons alive on the board.", ["board"], registry=r
         )
+        self.kind_consumers = Gauge(
+            "blackboard_kind_consumers",
+            "Live agents (all daemons) that consume a kind, for each kind on the board.",
+            ["board", "kind"],
+            registry=r,
+        )
+        self.oldest_open = Gauge(
+            "blackboard_oldest_open_item_age_seconds",
+            "Age of the oldest open item of a kind that is due (0: none).",
+            ["board", "kind"],
+            registry=r,
+        )
         self.agents_loaded = Gauge("blackboard_agents_loaded", "Agents running in this daemon.", registry=r)
         self.plugin_errors = Counter(
             "blackboard_plugin_load_errors",
@@ -128,6 +140,12 @@ class Metrics:
         )
         self.approvals_pending = Gauge(
             "blackboard_approvals_pending", "Items waiting for a human's approval.", ["board"], registry=r
+        )
+        self.oldest_approval = Gauge(
+            "blackboard_oldest_approval_age_seconds",
+            "How long the longest-waiting item pending approval has waited (0: none waits).",
+            ["board"],
+            registry=r,
         )
         self.approval_wait = Histogram(
             "blackboard_approval_wait_seconds",
