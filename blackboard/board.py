@@ -20,7 +20,7 @@ import anyio.lowlevel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from blackboard import connection, kinds, policy, posting
+from blackboard import connection, kinds, policy, posting, tracing
 from blackboard.backoff import Backoff
 from blackboard.codec import decode_item, dumps
 from blackboard.errors import (
@@ -216,6 +216,18 @@ class Board(BoardReader):
         return [it for it in await self.get_many([p[0] for p in posted]) if it is not None]
 
     async def _post_specs(self, items: Sequence[NewItem], actor: str | None, field: str) -> Any:
+        if not tracing.enabled:
+            return await self._write_posts(items, actor, field)
+        items, spans = tracing.start_posts(self, items, actor)
+        try:
+            posted = await self._write_posts(items, actor, field)
+        except BaseException as e:
+            tracing.end_spans(spans, e)
+            raise
+        tracing.end_spans(spans)
+        return posted
+
+    async def _write_posts(self, items: Sequence[NewItem], actor: str | None, field: str) -> Any:
         await policy.enforce(self, actor, "post", (it.kind for it in items))
         specs = posting.encode_batch(
             items,
@@ -257,6 +269,7 @@ class Board(BoardReader):
         args = {"agent": agent, "n": n, "lease_ms": int(lease * 1000), "kinds": names}
         # A request id makes the claim safe to resend after a lost reply (see claim.lua).
         request = f"{self.keys.tag}:claimreq:{uuid.uuid4().hex}"
+        started_ns = time.time_ns() if tracing.enabled else 0
         raw = await self._run(self._scripts.claim, names, args, agent, extra_keys=[request])
         due = float(raw[0]) / 1000 if raw[0] else None
         if raw[1]:
@@ -267,6 +280,8 @@ class Board(BoardReader):
             claims.append(
                 Claim(item=item, token=item.lease_token or "", agent=agent, deadline=item.lease_deadline or 0)
             )
+        if tracing.enabled and claims:
+            claims = tracing.claimed(self, claims, started_ns)
         return claims, due
 
     async def wait_for_work(self, kinds: Sequence[str], timeout: float) -> bool:
@@ -331,6 +346,28 @@ class Board(BoardReader):
     ) -> list[Outcome]:
         """Complete many claims in one step; each gets its outputs (with `fetch_outputs`; else
         []) or its own exception. `usage[i]` are the model calls of `batch[i]`, if any."""
+        if not tracing.enabled:
+            return await self._complete_batch(batch, fetch_outputs, usage)
+        spans = tracing.start_settle(self, [b[0] for b in batch], "complete")
+        try:
+            # Outputs without a trace context of their own are children of their completion.
+            batch = [
+                (claim, result, tracing.inherit([self._as_new(o) for o in outputs], span))
+                for (claim, result, outputs), span in zip(batch, spans, strict=True)
+            ]
+            results = await self._complete_batch(batch, fetch_outputs, usage)
+        except BaseException as e:
+            tracing.end_spans(spans, e)
+            raise
+        tracing.end_completions(spans, [len(b[2]) for b in batch], results)
+        return results
+
+    async def _complete_batch(
+        self,
+        batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]],
+        fetch_outputs: bool,
+        usage: Sequence[Sequence[ModelCall]],
+    ) -> list[Outcome]:
         for claim, _, outputs in batch if self.policy is not None else ():  # outputs are posts
             await policy.enforce(self, claim.agent, "post", (self._as_new(o).kind for o in outputs))
         done: list[dict[str, Any]] = []
@@ -445,6 +482,18 @@ class Board(BoardReader):
         }
         if usage:
             args["failed"][0]["usage"] = _calls(usage)
+        if not tracing.enabled:
+            return await self._fail(claim, args)
+        spans = tracing.start_settle(self, [claim], "fail")
+        try:
+            status = await self._fail(claim, args)
+        except BaseException as e:
+            tracing.end_spans(spans, e)
+            raise
+        tracing.end_fail(spans[0], status.value, delay)
+        return status
+
+    async def _fail(self, claim: Claim, args: dict[str, Any]) -> Status:
         r = (await self._run(self._scripts.fail, [claim.item.kind], args, claim.agent))["ok"][0]
         if "err" in r:
             raise self._lost(claim, r)

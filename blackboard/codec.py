@@ -34,7 +34,7 @@ _STATE_FIELDS = {
     "finished_at": "finished_at",
     "budget": "budget_exceeded",
 }
-_DOC_FIELDS = ("after", "created_by", "idempotency_key", "tags", "visibility")
+_DOC_FIELDS = ("after", "created_by", "idempotency_key", "tags", "visibility", "traceparent")
 
 
 def dumps(value: Any, field: str, limit: int | None = None) -> str:

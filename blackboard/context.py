@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from blackboard import ids, policy, posting
+from blackboard import ids, policy, posting, tracing
 from blackboard.agents import AgentSpec
 from blackboard.board import Board
 from blackboard.errors import InvalidInput
@@ -74,6 +74,8 @@ class Context:
         await policy.enforce(self.board, self.spec.name, "post", [kind])  # PolicyDenied, here
         slot = len(self.outputs)
         fields.setdefault("id", ids.child_id(self.claim.id, f"o{slot}"))
+        if tracing.enabled and "traceparent" not in fields:  # a child span of the current one
+            fields["traceparent"] = tracing.current_traceparent()
         new = posting.new_item("", kind=kind, payload=payload, **fields)
         # Check now (schema, size, ids) so the handler sees the error where it posted.
         posting.encode_batch(

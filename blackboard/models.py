@@ -29,6 +29,8 @@ TERMINAL_STATUSES = frozenset({Status.DONE, Status.DEAD, Status.CANCELLED})
 CLAIMABLE_STATUSES = frozenset({Status.OPEN, Status.FAILED})
 
 MAX_PRIORITY = 1000
+# W3C trace context (version 00): the span that posted an item (see blackboard.tracing)
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 
 class _Frozen(BaseModel):
@@ -96,6 +98,7 @@ class Item(_Frozen):
     idempotency_key: str | None = None
     tags: tuple[str, ...] = ()
     visibility: tuple[str, ...] = ()
+    traceparent: str | None = None  # W3C trace context of the span that posted it (tracing on)
     mark_strength: float | None = None
     ready_at: int | None = None  # when it last became claimable
     claimed_at: int | None = None
@@ -144,6 +147,7 @@ class NewItem(_Frozen):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=512)
     tags: tuple[str, ...] = ()
     visibility: tuple[str, ...] = ()  # labels: under a policy, only roles that `see` one may read it
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN)  # its poster's span
     id: str | None = None  # normally generated; deterministic for outputs
 
     @field_validator("delay", "not_before")

@@ -119,6 +119,7 @@ def _encode_one(
         "visibility": list(it.visibility),
         "created_by": actor,
         "idempotency_key": it.idempotency_key,
+        "traceparent": it.traceparent,  # absent unless tracing is on (blackboard.tracing)
     }
     extra = {k: v for k, v in extra.items() if v}
     payload_json = dumps(payload, pre + "payload", max_payload_bytes)

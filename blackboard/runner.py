@@ -17,6 +17,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from blackboard import tracing
 from blackboard.agents import Agent, Fail, Retry
 from blackboard.board import Board
 from blackboard.completer import Completer
@@ -175,18 +176,21 @@ class AgentRunner:
         self.metrics.in_flight.labels(spec.name).inc()
         started = time.perf_counter()
         outcome: tuple[str, Any, float | bool | None] | None = None
+        span = tracing.start_handle(self.board, claim) if tracing.enabled else None
+        error: BaseException | None = None
         try:
-            with running.scope:
+            with running.scope, tracing.NO_SPAN if span is None else tracing.use(span):
                 with anyio.fail_after(spec.timeout) if spec.timeout else nullcontext():
                     result = await self.agent.handle(claim.item, ctx)
                 outcome = ("complete", result, None)
-        except TimeoutError:
-            outcome = ("fail", f"handler timed out after {spec.timeout}s", None)
+        except TimeoutError as e:
+            error, outcome = e, ("fail", f"handler timed out after {spec.timeout}s", None)
         except Retry as e:
-            outcome = ("fail", e.reason, e.delay)
+            error, outcome = e, ("fail", e.reason, e.delay)
         except Fail as e:
-            outcome = ("fail", e.reason, False)
+            error, outcome = e, ("fail", e.reason, False)
         except Exception as e:  # a failing handler fails its claim, never the daemon
+            error = e
             # Our own errors (invalid output, bad posts) say all in one line; others get a traceback.
             ctx.log.warning(
                 "handler raised",
@@ -198,6 +202,8 @@ class AgentRunner:
             self.metrics.handler_seconds.labels(*labels).observe(time.perf_counter() - started)
             self.metrics.in_flight.labels(spec.name).dec()
             self.metrics.count_model_calls(spec.name, ctx.usage)
+            if span is not None:
+                tracing.end_handle(span, outcome, len(ctx.outputs), error)
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT) as cleanup:
                 await self._finish(running, ctx, outcome)

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     audit_key: SecretStr | None = Field(
         None, description="HMAC key of the exported audit files' SHA-256 chain (verify needs the same key)."
     )
+    otel_endpoint: str | None = Field(
+        None,
+        description="Export traces (OpenTelemetry, OTLP/HTTP) to this collector URL, e.g. "
+        "http://localhost:4318; the standard OTEL_* variables work too. Needs blackboard[otel].",
+    )
 
     @field_validator("board")
     @classmethod

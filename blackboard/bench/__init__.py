@@ -20,6 +20,10 @@ board with a unique name, whose keys are deleted afterwards. Metrics:
                               with one daemon per core too, and on memory://), and `direct`: the
                               same model calls with no board, litellm's own share
 
+With `--trace` (or BLACKBOARD_BENCH_TRACE=1) every measurement runs with tracing on: an SDK
+provider whose batch processor hands each span to an exporter that counts and drops it, so the
+numbers include making and processing spans but no network (the report's `tracing`).
+
 Workers use the blocking pattern of a daemon: claim; when there is nothing, block in
 `wait_for_work` until a post wakes them (or the next lease/retry comes due), never poll.
 
@@ -120,8 +124,25 @@ def _git_revision() -> str | None:
     return out.stdout.strip() or None
 
 
-async def run_bench(url: str, *, scale: float = 1.0, only: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the benchmarks (all, or those named in `only`) against `url`; returns the report."""
+async def run_bench(
+    url: str, *, scale: float = 1.0, only: Sequence[str] | None = None, trace: bool | None = None
+) -> dict[str, Any]:
+    """Run the benchmarks (all, or those named in `only`) against `url`; returns the report.
+    `trace`: with tracing on (None: when BLACKBOARD_BENCH_TRACE=1)."""
+    if trace is None:
+        trace = os.environ.get("BLACKBOARD_BENCH_TRACE", "") in ("1", "true", "yes")
+    if not trace:
+        return await _run_bench(url, scale, only)
+    provider, exporter = support.tracing_on()
+    try:
+        report = await _run_bench(url, scale, only)
+    finally:
+        support.tracing_off(provider)
+    report["tracing"] = {"on": True, "spans": exporter.spans}
+    return report
+
+
+async def _run_bench(url: str, scale: float, only: Sequence[str] | None) -> dict[str, Any]:
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale!r}")
     want = set(only) if only else set(METRICS)
@@ -160,13 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply sample sizes (default 1)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(METRICS)}")
     parser.add_argument("--out", help="also write the JSON to this file")
+    parser.add_argument(
+        "--trace", action="store_true", help="with tracing on (spans made and processed, then dropped)"
+    )
     args = parser.parse_args(argv)
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     if bad := [n for n in only if n not in METRICS]:
         parser.error(f"--only: unknown metric(s) {', '.join(bad)}; expected some of {', '.join(METRICS)}")
     if not args.scale > 0:
         parser.error(f"--scale: expected a number > 0, got {args.scale}")
-    report = anyio.run(lambda: run_bench(args.redis, scale=args.scale, only=only or None))
+    report = anyio.run(
+        lambda: run_bench(args.redis, scale=args.scale, only=only or None, trace=args.trace or None)
+    )
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

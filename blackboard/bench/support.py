@@ -187,3 +187,47 @@ async def _post_n(board: Board, kind: str, n: int, batch: int, concurrency: int 
         for w in range(concurrency):
             tg.start_soon(poster, starts[w::concurrency])
     return time.perf_counter() - t0
+
+
+# -- tracing on -----------------------------------------------------------------------------
+
+
+class _Dropper:
+    """A span exporter that counts what it is given and keeps nothing (a collector at zero cost)."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def tracing_on() -> tuple[Any, _Dropper]:
+    """Turn `blackboard.tracing` on as a daemon would (SDK provider, batch processor), with spans
+    dropped at export. Needs blackboard[otel]."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from blackboard import tracing
+
+    exporter = _Dropper()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))  # type: ignore[arg-type]
+    tracing.enable(provider)
+    return provider, exporter
+
+
+def tracing_off(provider: Any) -> None:
+    from blackboard import tracing
+
+    tracing.disable()
+    provider.shutdown()  # exports what is still batched

@@ -58,6 +58,7 @@ def run(
     audit_key: Annotated[
         str | None, typer.Option(help=_desc("audit_key") + " Prefer BLACKBOARD_AUDIT_KEY (ps shows flags).")
     ] = None,
+    otel_endpoint: Annotated[str | None, typer.Option(help=_desc("otel_endpoint"))] = None,
 ) -> None:
     """Run the daemon: load agent plugins, claim and run work, serve HTTP, until SIGTERM/SIGINT.
 
@@ -66,7 +67,7 @@ def run(
     """
     from pydantic import ValidationError
 
-    from blackboard import logs
+    from blackboard import logs, tracing
     from blackboard.daemon import Daemon, check_bind
     from blackboard.settings import load_settings
 
@@ -100,6 +101,7 @@ def run(
             audit_dir=audit_dir,
             audit_interval=audit_interval,
             audit_key=audit_key,
+            otel_endpoint=otel_endpoint,
         )
     except ValidationError as e:
         first = e.errors()[0]
@@ -111,15 +113,21 @@ def run(
     async def main() -> None:
         check_bind(settings)
         daemon = Daemon(settings, until_idle=until_idle)
-        async with anyio.create_task_group() as tg:
-            await tg.start(daemon.run)
-            followers = []
-            if demo:
-                followers.append(partial(run_demo, daemon))
-            if template is not None:
-                followers.append(partial(run_goal, daemon, *template))
-            if followers:
-                tg.start_soon(follow_until_stopped, daemon, followers)
+        traced = tracing.configure(settings.otel_endpoint, instance=daemon.id)  # off: imports nothing
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(daemon.run)
+                followers = []
+                if demo:
+                    followers.append(partial(run_demo, daemon))
+                if template is not None:
+                    followers.append(partial(run_goal, daemon, *template))
+                if followers:
+                    tg.start_soon(follow_until_stopped, daemon, followers)
+        finally:
+            if traced:  # flush the spans still batched (in a thread: it may wait for the collector)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(tracing.shutdown)
 
     run_async(main)
 

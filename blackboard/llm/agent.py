@@ -21,7 +21,7 @@ import anyio
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
-from blackboard import policy
+from blackboard import policy, tracing
 from blackboard.agents import Agent, Fail
 from blackboard.errors import BlackboardError
 from blackboard.llm.client import cost_of, litellm, price_offline, warm_up
@@ -269,8 +269,13 @@ class LLMAgent(Agent):
         while True:
             await self.limiter.take(self.model, estimate)
             started = time.perf_counter()
+            traced = tracing.model_call(self.model, self.llm.name, kwargs) if tracing.enabled else None
             try:
-                response = await self._acompletion(messages, kwargs)
+                with traced or tracing.NO_SPAN as span:
+                    response = await self._acompletion(messages, kwargs)
+                    call = self._record(response, started).model_copy(update={"attempt": ctx.item.attempts})
+                    if span is not None:
+                        tracing.record_response(span, call)
             except lib.RateLimitError as e:
                 wait = _retry_after(e) or backoff
                 backoff = min(backoff * 2, RATE_LIMIT_BACKOFF[1])
@@ -284,7 +289,6 @@ class LLMAgent(Agent):
                 ctx.usage.append(failed.model_copy(update={"attempt": ctx.item.attempts}))
                 raise
             break
-        call = self._record(response, started).model_copy(update={"attempt": ctx.item.attempts})
         ctx.usage.append(call)
         await self.limiter.settle(self.model, estimate, call.prompt_tokens + call.completion_tokens)
         return response.choices[0].message
