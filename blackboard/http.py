@@ -5,6 +5,7 @@
     GET  /v1/items/{id}            one item
     POST /v1/items/{id}/cancel     cancel it and its unfinished descendants
     POST /v1/items/{id}/approve    decide an item waiting for approval ({"note"}); .../reject
+    POST /v1/items/{id}/retry      requeue a dead letter with a fresh set of attempts
     GET  /v1/approvals             items waiting for approval, with their deadlines
     POST /v1/goals/{id}/pause      stop new claims for a goal; .../resume; /v1/pause, /v1/resume
     GET  /v1/goals/{id}/tree       the lineage tree, with the goal's model usage
@@ -14,11 +15,13 @@
     GET  /metrics                  Prometheus exposition
     GET  /healthz, /readyz         alive; ready (Redis reachable, agents running)
     GET  /openapi.json             this API's OpenAPI document
+    GET  /, /web/...               the web view (`blackboard.web`: HTML pages, live over SSE)
 
 Errors are JSON `{"error": {"type", "field", "message"}}` with a 4xx status. With an API token
 configured every /v1 route needs `Authorization: Bearer <token>`; each token acts as a principal
 (`api_token` as `http`, each of `api_principals` as its name), and the board's policy decides
-what that principal may do.
+what that principal may do. The web view takes the same tokens, or the session cookie its
+`/login` sets from one (`blackboard.web.auth`), on its own routes only.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
-from blackboard import posting, presence
+from blackboard import posting, presence, web
 from blackboard.display import traced
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
 from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
 from blackboard.views import ReadView
+from blackboard.web import auth as web_auth
 
 if TYPE_CHECKING:
     from blackboard.daemon import Daemon
@@ -109,6 +113,11 @@ async def read_json(request: Request) -> dict[str, Any]:
     body = await request.body()
     if len(body) > MAX_BODY:
         raise InvalidInput("body", f"over {MAX_BODY} bytes")
+    # A browser sends JSON cross-site only after a CORS preflight, which the daemon never
+    # answers: insisting on it keeps another site's forms from posting to an open daemon.
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if body and ctype != "application/json":
+        raise InvalidInput("content-type", f"expected application/json, got {ctype or 'none'!r}")
     try:
         data = json.loads(body or b"null")
     except ValueError as e:
@@ -230,6 +239,16 @@ async def cancel_item(request: Request) -> Response:
     return JSONResponse({"cancelled": n})
 
 
+async def retry_item(request: Request) -> Response:
+    """
+    summary: Retry a dead letter (requeue it with a fresh set of attempts; the policy wants post on its kind)
+    responses: {200: {description: "{requeued: 1}"}, 404: {description: no such item},
+      409: {description: not dead}, 403: {description: the policy denies it}}
+    """
+    board, item_id = daemon_of(request).board, request.path_params["id"]
+    return JSONResponse({"requeued": await board.requeue([item_id], actor=principal_of(request))})
+
+
 async def goal_tree(request: Request) -> Response:
     """
     summary: A goal's lineage tree, with the goal's model usage totals
@@ -309,24 +328,48 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(schemas.get_schema(request.app.routes))
 
 
+class LoopbackOnly(BaseHTTPMiddleware):
+    """An open daemon (no API token, so bound to loopback) answers /v1 only under loopback host
+    names: a page whose DNS name is rebound to 127.0.0.1 can't drive or read it."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path.startswith("/v1") and not web_auth.loopback_host(request.headers.get("host")):
+            return error(
+                403, "Forbidden", "this daemon has no API token: its API answers on loopback names only"
+            )
+        return await call_next(request)
+
+
 class TokenAuth(BaseHTTPMiddleware):
-    """Bearer-token check for /v1 routes (health, readiness and metrics stay open for probes).
+    """Bearer-token check for /v1 routes (health, readiness and metrics stay open for probes);
+    the web view's routes take a bearer token or a session cookie made from one.
     Each token is a principal's (`request.state.principal`): the policy decides what it may do."""
 
     def __init__(self, app: Any, tokens: dict[str, str]) -> None:
         super().__init__(app)
+        self.tokens = tokens
         self.expected = [(f"Bearer {token}".encode(), principal) for principal, token in tokens.items()]
 
+    def bearer(self, request: Request) -> str | None:
+        given = request.headers.get("authorization", "").encode()
+        # compare with every token, so the time taken does not say which one nearly matched
+        found = [p for expected, p in self.expected if secrets.compare_digest(given, expected)]
+        return found[0] if found else None
+
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "").encode()
-            # compare with every token, so the time taken does not say which one nearly matched
-            found = [p for expected, p in self.expected if secrets.compare_digest(given, expected)]
-            if not found:
+        path = request.url.path
+        if path.startswith("/v1"):
+            found = self.bearer(request)
+            if found is None:
                 denied = error(401, "Unauthorized", "missing or wrong bearer token")
                 denied.headers["WWW-Authenticate"] = 'Bearer realm="blackboard"'  # required on a 401
                 return denied
-            request.state.principal = found[0]
+            request.state.principal = found
+        elif web_auth.guarded(path):
+            found = self.bearer(request) or web_auth.session_principal(request, self.tokens)
+            if found is None:
+                return web_auth.login_required(request)
+            request.state.principal = found
         return await call_next(request)
 
 
@@ -344,13 +387,14 @@ def create_app(daemon: Daemon) -> Starlette:
     tokens = {p: t.get_secret_value() for p, t in daemon.settings.api_principals.items()}
     if daemon.settings.api_token is not None:
         tokens["http"] = daemon.settings.api_token.get_secret_value()
-    middleware = [Middleware(TokenAuth, tokens=tokens)] if tokens else []
+    middleware = [Middleware(TokenAuth, tokens=tokens) if tokens else Middleware(LoopbackOnly)]
     app = Starlette(
         routes=[
             Route("/v1/items", post_item, methods=["POST"]),
             Route("/v1/items", list_items, methods=["GET"]),
             Route("/v1/items/{id}", get_item, methods=["GET"]),
             Route("/v1/items/{id}/cancel", cancel_item, methods=["POST"]),
+            Route("/v1/items/{id}/retry", retry_item, methods=["POST"]),
             Route("/v1/items/{id}/{verdict:str}", decide_item, methods=["POST"]),
             Route("/v1/approvals", list_approvals, methods=["GET"]),
             Route("/v1/goals/{id}/tree", goal_tree, methods=["GET"]),
@@ -366,11 +410,13 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+            *web.routes(),
         ],
         middleware=middleware,
         exception_handlers={BlackboardError: on_error, HTTPException: on_error},
     )
     app.state.daemon = daemon
+    app.state.tokens = tokens  # principal -> token, for the web view's sessions
     return app
 
 

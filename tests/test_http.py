@@ -457,6 +457,7 @@ async def test_token_guards_every_v1_route(board_url: str) -> None:
             ("GET", f"/v1/goals/{item.id}/tree", None, 200),
             ("GET", "/v1/stats", None, 200),
             ("GET", "/v1/agents", None, 200),
+            ("POST", f"/v1/items/{item.id}/retry", None, 409),  # open, not dead
             ("POST", f"/v1/items/{item.id}/cancel", None, 200),
             ("GET", "/v1/nothing-here", None, 404),
         ]
@@ -484,6 +485,27 @@ async def test_token_guards_every_v1_route(board_url: str) -> None:
             for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
                 r = await anon.get(path)
                 assert r.status_code == 200, (path, r.text)
+
+
+async def test_an_open_daemon_refuses_what_another_website_could_send(board_url: str) -> None:
+    """No token: a cross-site form can't post (it can't send application/json without a
+    preflight), and a rebound DNS name can't reach the API (only loopback host names)."""
+    async with running(board_url) as daemon, client_for(daemon) as c:
+        form = await c.post("/v1/items", content=b'{"kind": "x.y"}', headers={"content-type": "text/plain"})
+        assert assert_error(form, 422, "content-type")["message"].endswith("got 'text/plain'")
+        none = await c.post("/v1/items", content=b'{"kind": "x.y"}', headers={"content-type": ""})
+        assert_error(none, 422, "content-type")
+        rebound = {"host": f"evil.example:{daemon.http_url.rsplit(':', 1)[1]}"}  # type: ignore[union-attr]
+        r = await c.post("/v1/items", json={"kind": "x.y"}, headers=rebound)
+        assert r.status_code == 403 and "loopback names only" in r.text
+        assert (await c.get("/v1/stats", headers=rebound)).status_code == 403
+        assert (await c.get("/metrics", headers=rebound)).status_code == 200  # probes stay open
+        assert (await daemon.board.query(kind="x.y")).items == ()  # none of it was written
+        for host in ("localhost", "127.0.0.1", "[::1]"):
+            assert (await c.get("/v1/stats", headers={"host": host})).status_code == 200, host
+    async with running(board_url, api_token=TOKEN) as daemon, client_for(daemon, TOKEN) as c:
+        r = await c.get("/v1/stats", headers={"host": "blackboard.internal"})  # a token: any name
+        assert r.status_code == 200, r.text
 
 
 async def test_check_bind_needs_a_token_beyond_loopback() -> None:
@@ -752,3 +774,63 @@ async def test_each_api_token_acts_as_its_own_principal(board_url: str, tmp_path
             )
         async with client_for(daemon, "wrong") as nobody:
             assert (await nobody.post("/v1/items", json={"kind": "ops.x", "payload": {}})).status_code == 401
+
+
+# -- retrying dead letters -------------------------------------------------------------------
+
+
+async def dead_letter(board: Board, kind: str = "retry.job", actor: str | None = None) -> Item:
+    """An item of `kind` dead-lettered by a failed claim."""
+    item = await board.post(kind, {"n": 1}, max_attempts=1, actor=actor)
+    [claim] = await board.claim("tester", [kind])
+    assert await board.fail(claim, "it broke", retry=False) == "dead"
+    return await board.get(item.id)
+
+
+async def test_retry_requeues_a_dead_letter(board_url: str) -> None:
+    async with running(board_url) as d, client_for(d) as c:
+        dead = await dead_letter(d.board)
+        assert dead.status == "dead" and dead.attempts == 1
+        r = await c.post(f"/v1/items/{dead.id}/retry")
+        assert r.status_code == 200 and r.json() == {"requeued": 1}, r.text
+        back = await d.board.get(dead.id)
+        assert back.status == "open" and back.attempts == 0
+        assert [it.id for it in (await d.board.dead_letters()).items] == []
+
+        before = await board_state(d)
+        assert_error(await c.post(f"/v1/items/{dead.id}/retry"), 409, None, "InvalidState")  # not dead now
+        assert_error(await c.post("/v1/items/01J0000000000000000000ZZZZ/retry"), 404, None, "ItemNotFound")
+        assert_error(await c.post("/v1/items/bad%20id/retry"), 422, "ids[0]", "InvalidInput")
+        assert await board_state(d) == before
+
+        doc = (await c.get("/openapi.json")).json()
+        assert "post" in doc["paths"]["/v1/items/{id}/retry"]
+
+
+async def test_retry_over_http_follows_the_policy(board_url: str, tmp_path: Path) -> None:
+    from blackboard import audit
+
+    rules = (
+        "roles:\n  ops: {post: [ops.*], read: ['*']}\n  setup: {post: ['*'], claim: ['*']}\n"
+        "principals:\n  ops-bot: [ops]\n  cli: [setup]\n  tester: [setup]\n"
+    )
+    (tmp_path / "p.yaml").write_text(rules)
+    tokens = {"ops-bot": "t-ops"}
+    async with running(board_url, policies=[tmp_path], api_token=TOKEN, api_principals=tokens) as d:
+        ops, other = (
+            await dead_letter(d.board, "ops.job", "cli"),
+            await dead_letter(d.board, "misc.job", "cli"),
+        )
+        async with client_for(d, "t-ops") as bot, client_for(d, TOKEN) as plain, client_for(d) as anon:
+            assert_error(await anon.post(f"/v1/items/{ops.id}/retry"), 401, None, "Unauthorized")
+            err = assert_error(await plain.post(f"/v1/items/{ops.id}/retry"), 403, None, "PolicyDenied")
+            assert "'http'" in err["message"]  # the plain token acts as http, granted nothing
+            assert_error(await bot.post(f"/v1/items/{other.id}/retry"), 403, None, "PolicyDenied")
+            assert (await d.board.get(ops.id)).status == "dead" and (
+                await d.board.get(other.id)
+            ).status == "dead"
+            r = await bot.post(f"/v1/items/{ops.id}/retry")
+            assert r.status_code == 200 and r.json() == {"requeued": 1}, r.text
+        assert (await d.board.get(ops.id)).status == "open"
+        [record] = [rec for rec in await audit.tail(d.board, 20) if rec.op == "requeued"]
+        assert record.actor == "ops-bot" and record.id == ops.id
