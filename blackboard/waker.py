@@ -2,9 +2,9 @@
 
 Every waiter registers the kinds it waits for. One of them at a time (the leader) runs `BLPOP`
 over its watch list — the wake lists of the waiters' kinds plus this handle's control list — and
-wakes the waiters of the kind it popped; when the leader's own wait ends it hands the lead to one
-other waiter. So 10,000 idle agents in one daemon hold one Redis connection, not 10,000, and an
-idle daemon makes one short blocking call at a time.
+wakes up to `WAKE_FANOUT` waiters of the kind it popped; when the leader's own wait ends it hands
+the lead to one other waiter. So 10,000 idle agents in one daemon hold one Redis connection, not
+10,000, and an idle daemon makes one short blocking call at a time.
 
 A kind stays on the watch list for `LINGER` seconds after its last waiter left, because an agent
 that just finished an item is usually back within milliseconds; that saves restarting the BLPOP.
@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 LEADER_BLOCK = 1.0
 # How long a kind stays watched after its last waiter left.
 LINGER = 2.0
+# Waiters one token wakes. Not all of them: with 10,000 agents of a kind idle in one process, one
+# post would send 10,000 claims for one item. A claim that leaves work behind pushes the token
+# again (claim.lua), so a burst wakes the next ones as soon as these have claimed, twice as
+# many each time (up to MAX_FANOUT) while the tokens keep coming.
+WAKE_FANOUT = 8
+MAX_FANOUT = 1024  # the most one token wakes while a burst lasts
+BURST_GAP = 0.05  # seconds between a kind's tokens that count as one burst
 
 
 class _Waiter:
@@ -47,6 +54,7 @@ class Waker:
         self.leader: _Waiter | None = None
         self.watching: frozenset[str] = frozenset()  # kinds of the BLPOP in flight
         self.last_wanted: dict[str, float] = {}  # kind -> when a waiter last wanted it
+        self.delivered: dict[str, tuple[float, int]] = {}  # kind -> (last token, waiters it woke)
 
     async def wait(self, kinds: Sequence[str], timeout: float) -> bool:
         """Block until one of `kinds` is signalled (True) or `timeout` passes (False)."""
@@ -87,7 +95,8 @@ class Waker:
         finally:
             self.leader = None
             self.watching = frozenset()
-            successor = next(iter(self.waiters - {me}), None)
+            # One that is still waiting: a woken one is on its way out and would never lead.
+            successor = next((w for w in self.waiters if w is not me and not w.signalled), None)
             if successor is not None:
                 successor.event.set()  # not signalled: it takes the lead
 
@@ -101,7 +110,14 @@ class Waker:
         if key == self.control:
             return  # only there to end the BLPOP so the leader re-reads the kinds
         kind = key[len(self.prefix) :]
-        woken = [w for w in self.waiters if kind in w.kinds]
+        # A token soon after the last one for the kind means a burst (claims found work left
+        # and passed the token on): wake twice as many each time, back to WAKE_FANOUT when calm.
+        now = time.monotonic()
+        burst = now - self.delivered.get(kind, (0.0, 0))[0] < BURST_GAP
+        fanout = min(self.delivered[kind][1] * 2, MAX_FANOUT) if burst else WAKE_FANOUT
+        self.delivered[kind] = (now, fanout)
+        # Not those already woken that haven't left yet: a token spent on them would wake nobody.
+        woken = [w for w in self.waiters if kind in w.kinds and not w.signalled][:fanout]
         for w in woken:
             w.signalled = True
             w.event.set()

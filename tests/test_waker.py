@@ -7,26 +7,53 @@ import time
 import anyio
 import pytest
 
-from blackboard import Board
+from blackboard import Board, NewItem
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 
-async def test_many_waiters_leave_the_board_usable_and_all_wake(live_board: Board) -> None:
+async def test_many_waiters_leave_the_board_usable_and_a_burst_reaches_them_all(live_board: Board) -> None:
     board = live_board
-    woke: list[int] = []
+    got: dict[int, str] = {}
 
-    async def waiter(n: int) -> None:
-        if await board.wait_for_work(["many"], timeout=15):
-            woke.append(n)
+    async def claimer(n: int) -> None:
+        while n not in got:  # as an agent does: wait, claim, and wait again if beaten to it
+            woken = await board.wait_for_work(["many"], timeout=15)
+            if woken and (claims := await board.claim(f"w{n}", ["many"])):
+                got[n] = claims[0].id
 
     async with anyio.create_task_group() as tg:
         for n in range(300):  # more than redis-py's default pool of 100 connections
-            tg.start_soon(waiter, n)
+            tg.start_soon(claimer, n)
         await anyio.wait_all_tasks_blocked()
-        with anyio.fail_after(5):  # commands still get a connection
-            await board.post("many")
-    assert sorted(woke) == list(range(300))
+        with anyio.fail_after(10):  # commands still get a connection, and the wake-ups chain
+            posted = await board.post_many([NewItem(kind="many", payload=i) for i in range(300)])
+    assert sorted(got) == list(range(300)) and sorted(got.values()) == sorted(p.id for p in posted)
+
+
+async def test_one_token_wakes_a_few_waiters_not_all(live_board: Board) -> None:
+    """10,000 idle agents of a kind must not all claim for one item: a token wakes
+    WAKE_FANOUT of them; a claim that leaves work behind pushes the token on (claim.lua), and
+    tokens that come in a burst wake more each time."""
+    from blackboard.waker import WAKE_FANOUT, _Waiter
+
+    waker = live_board.waker
+    waiters = [_Waiter(["few"]) for _ in range(50)] + [_Waiter(["other"])]
+    waker.waiters.update(waiters)
+    await waker._deliver(waker.prefix + "few")
+    woken = [w for w in waiters if w.signalled]
+    assert len(woken) == WAKE_FANOUT and all("few" in w.kinds for w in woken)
+    assert all(w.event.is_set() for w in woken) and not any(
+        w.event.is_set() for w in waiters if not w.signalled
+    )
+    # The next token at once (a burst: claims found work left): twice as many, and not the ones
+    # already woken and still on their way out.
+    await waker._deliver(waker.prefix + "few")
+    assert len([w for w in waiters if w.signalled]) == 3 * WAKE_FANOUT
+    waker.delivered["few"] = (time.monotonic() - 1, 2 * WAKE_FANOUT)  # calm again: back to the few
+    await waker._deliver(waker.prefix + "few")
+    assert len([w for w in waiters if w.signalled]) == 4 * WAKE_FANOUT
+    waker.waiters.clear()
 
 
 async def test_waiters_use_one_blocking_connection(redis_url: str) -> None:
