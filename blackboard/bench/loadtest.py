@@ -1,0 +1,268 @@
+"""A load test: a large population of simulated agents against one board, in a few processes.
+
+Each process runs many simulated agents on one board handle (one connection pool and one
+blocking waker, as a daemon does). An agent claims one item, "thinks" for a random time
+(exponential, mean `think`), completes it, and claims again; with nothing to claim it blocks
+on the board's wake-ups like a real agent. A producer in the coordinating process posts items
+at `rate` per second (default: what the agents can take, agents / think). At the end it reports
+claims per second, pickup latency (from an item becoming claimable to its claim, both on the
+Redis clock), the processes' CPU, Redis's CPU and Redis memory per item.
+
+Bounded in time and count, and loopback only: it is a measurement of this machine, not a tool
+to load someone else's Redis.
+
+    blackboard loadtest --redis redis://127.0.0.1:6379 --agents 2000 --processes 2 --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from blackboard.bench.support import _drop, _info, percentile
+from blackboard.board import Board
+from blackboard.errors import InvalidInput
+from blackboard.models import NewItem, Status
+
+KIND = "load.task"
+MAX_AGENTS = 100_000
+MAX_DURATION = 600.0
+MAX_PROCESSES = 16
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STARTUP_TIMEOUT = 120.0  # seconds for every simulated agent to look for work once
+IDLE_WAIT = 30.0  # mean seconds an idle simulated agent blocks before it looks again anyway
+SAMPLE_CAP = 20_000  # pickup samples each process reports (a uniform sample beyond that)
+
+
+def check_loopback(url: str) -> None:
+    host = urlsplit(url).hostname
+    if not url.startswith("redis://") or host not in LOOPBACK:
+        raise InvalidInput("redis", f"the load test runs against a local redis:// only, got {url!r}")
+
+
+# -- one process of simulated agents -----------------------------------------------------------
+
+
+async def simulate(
+    url: str, board_name: str, agents: int, duration: float, think: float, seed: int
+) -> dict[str, Any]:
+    """Run `agents` simulated agents: once every one has looked for work (the start-up, not
+    measured), print `ready` and run for `duration` seconds; returns this process's figures."""
+    rng = random.Random(seed)
+    pickups: list[float] = []
+    seen = claims = looked = 0
+    stop_at = float("inf")
+    all_looked = anyio.Event()
+    waiting: set[anyio.CancelScope] = set()
+    board = await Board.connect(url, board=board_name)
+
+    async def one(n: int) -> None:
+        nonlocal claims, seen, looked
+        name = f"sim-{os.getpid()}-{n}"
+        first = True
+        while time.monotonic() < stop_at:
+            got = await board.claim(name, [KIND], n=1, lease=60)
+            if first:
+                first, looked = False, looked + 1
+                if looked == agents:
+                    all_looked.set()
+            if not got:
+                # Woken by the board's token; the timeout only bounds a missed wake-up (jittered,
+                # so thousands of idle agents don't all look again at the same moment).
+                wait = min(IDLE_WAIT * rng.uniform(0.5, 1.5), stop_at - time.monotonic())
+                with anyio.CancelScope() as idle:  # cancelled at the end: no work is lost by it
+                    waiting.add(idle)
+                    await board.wait_for_work([KIND], max(0.01, wait))
+                waiting.discard(idle)
+                continue
+            [claim] = got
+            claims += 1
+            if claim.item.ready_at and claim.item.claimed_at:
+                seen += 1
+                pickup = (claim.item.claimed_at - claim.item.ready_at) / 1000
+                if len(pickups) < SAMPLE_CAP:
+                    pickups.append(pickup)
+                elif (j := rng.randrange(seen)) < SAMPLE_CAP:
+                    pickups[j] = pickup
+            await anyio.sleep(rng.expovariate(1 / think) if think > 0 else 0)
+            await board.complete(claim, None, fetch_outputs=False)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n in range(agents):
+                tg.start_soon(one, n)
+            await all_looked.wait()
+            cpu0, started = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+            stop_at = started + duration
+            print("ready", flush=True)
+            await anyio.sleep(duration)
+            for idle in list(waiting):  # those blocked for work stop now; the busy finish theirs
+                idle.cancel()
+    finally:
+        await board.close()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.monotonic() - started
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {"agents": agents, "claims": claims, "pickups_s": pickups, "cpu_s": cpu, "wall_s": wall}
+
+
+# -- the coordinator -------------------------------------------------------------------------
+
+
+async def _produce(board: Board, rate: float, stop_at: float) -> int:
+    """Post items at `rate` per second until `stop_at`, in batches every 50 ms."""
+    posted, started = 0, time.monotonic()
+    while (now := time.monotonic()) < stop_at:
+        due = int((now - started) * rate) - posted
+        if due > 0:
+            await board.post_many(
+                [NewItem(kind=KIND, payload={"n": posted + i}) for i in range(min(due, 5000))]
+            )
+            posted += min(due, 5000)
+        await anyio.sleep(0.05)
+    return posted
+
+
+async def run_loadtest(
+    url: str,
+    *,
+    agents: int = 2000,
+    processes: int = 2,
+    duration: float = 20.0,
+    think: float = 0.5,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    """Run the load test; returns the report (one JSON object)."""
+    check_loopback(url)
+    if not 1 <= agents <= MAX_AGENTS:
+        raise InvalidInput("agents", f"expected 1-{MAX_AGENTS}, got {agents}")
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise InvalidInput("processes", f"expected 1-{MAX_PROCESSES}, got {processes}")
+    if not 0 < duration <= MAX_DURATION:
+        raise InvalidInput("duration", f"expected 0-{MAX_DURATION} seconds, got {duration}")
+    if think < 0:
+        raise InvalidInput("think", f"expected seconds >= 0, got {think}")
+    rate = rate if rate is not None else (agents / think if think > 0 else 10_000.0)
+    name = f"loadtest-{os.getpid()}-{time.time_ns() % 10**9}"
+    board = await Board.connect(url, board=name)
+    shares = [agents // processes + (1 if i < agents % processes else 0) for i in range(processes)]
+    mem0 = int((await _info(board, "memory") or {}).get("used_memory", 0))
+    workers = [
+        await anyio.open_process(
+            [
+                sys.executable,
+                "-m",
+                "blackboard.bench.loadtest",
+                "worker",
+                url,
+                name,
+                str(n),
+                str(duration),
+                str(think),
+                str(i),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        for i, n in enumerate(shares)
+        if n
+    ]
+    try:
+        streams = [BufferedByteReceiveStream(p.stdout) for p in workers if p.stdout is not None]
+        with anyio.fail_after(STARTUP_TIMEOUT):  # every agent has looked for work once
+            for stream in streams:
+                assert await stream.receive_until(b"\n", 64) == b"ready"
+        cpu0 = await _info(board, "cpu") or {}
+        started = time.monotonic()
+        posted = await _produce(board, rate, started + duration)
+        outs = []
+        for proc, stream in zip(workers, streams, strict=True):
+            raw = b""
+            with anyio.fail_after(duration + 60):
+                with suppress(anyio.EndOfStream):
+                    while True:
+                        raw += await stream.receive()
+                await proc.wait()
+            outs.append(json.loads(raw.decode().strip().splitlines()[-1]))
+        wall = time.monotonic() - started
+        cpu1 = await _info(board, "cpu") or {}
+        mem1 = int((await _info(board, "memory") or {}).get("used_memory", 0))
+        stats = await board.stats()
+    finally:
+        for proc in workers:
+            if proc.returncode is None:
+                proc.kill()
+        await _drop_board(board)
+    kinds = stats.kinds.get(KIND)
+    done = kinds.by_status.get(Status.DONE, 0) if kinds else 0
+    claims = sum(o["claims"] for o in outs)
+    pickups = [p for o in outs for p in o["pickups_s"]]
+    redis_cpu = None
+    if "used_cpu_sys" in cpu0 and "used_cpu_sys" in cpu1:
+        spent = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_sys", "used_cpu_user"))
+        redis_cpu = round(100 * spent / wall, 1)
+    return {
+        "agents": agents,
+        "processes": len(workers),
+        "duration_s": duration,
+        "think_s": think,
+        "rate_target_per_s": round(rate, 1),
+        "posted": posted,
+        "claims": claims,
+        "done": done,
+        "claims_per_s": round(claims / wall, 1),
+        "pickup_ms": {
+            "samples": len(pickups),
+            **{f"p{p}": round(percentile(pickups, p) * 1000, 3) for p in (50, 95, 99)},
+        },
+        "client_cpu_percent_per_process": [round(100 * o["cpu_s"] / o["wall_s"], 1) for o in outs],
+        "redis_cpu_percent": redis_cpu,
+        "redis_bytes_per_item": round((mem1 - mem0) / posted) if posted else None,
+        "wall_s": round(wall, 2),
+    }
+
+
+async def _drop_board(board: Board) -> None:
+    try:
+        await _drop(board)
+    finally:
+        await board.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argv if argv is not None else sys.argv[1:]
+    if args and args[0] == "worker":  # one process of agents, spawned by run_loadtest
+        url, name, agents, duration, think, seed = args[1:7]
+        out = asyncio.run(simulate(url, name, int(agents), float(duration), float(think), int(seed)))
+        print(json.dumps(out), flush=True)
+        return
+    p = argparse.ArgumentParser(prog="python -m blackboard.bench.loadtest", description=__doc__)
+    p.add_argument("--redis", default="redis://127.0.0.1:6379")
+    p.add_argument("--agents", type=int, default=2000)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--think", type=float, default=0.5)
+    p.add_argument("--rate", type=float, default=None)
+    a = p.parse_args(args)
+    report = anyio.run(
+        lambda: run_loadtest(
+            a.redis, agents=a.agents, processes=a.processes, duration=a.duration, think=a.think, rate=a.rate
+        )
+    )
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
