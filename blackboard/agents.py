@@ -127,6 +127,12 @@ class Agent:
         """Called once by the runner before the first claim (e.g. to read deployment settings
         or register something on the board). Raising keeps the agent from running."""
 
+    async def teardown(self) -> None:
+        """Called once by the runner when it is done: after the last handler has finished, or
+        after `setup` raised. Close what `setup` opened: it runs in the same task as `setup` and
+        at the same cancel-scope nesting, so `setup` may enter a task group that this exits
+        (it may run cancelled, and must bound its own waits)."""
+
     async def handle(self, item: Item, ctx: Context) -> Any:
         raise NotImplementedError
 

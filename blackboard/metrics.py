@@ -199,9 +199,16 @@ class Metrics:
         )
         self.llm_tool_calls = Counter(
             "blackboard_llm_tool_calls",
-            "Tools models asked for, by outcome (called, refused).",
+            "Tools models asked for, by outcome (called, error, refused).",
             ["agent", "tool", "outcome"],
             registry=r,
+        )
+        self.llm_tool_seconds = Histogram(
+            "blackboard_llm_tool_duration_seconds",
+            "Run time of one tool call (Python or MCP), refusals excluded.",
+            ["agent", "tool"],
+            registry=r,
+            buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
 
     def count_model_calls(self, agent: str, calls: Sequence[ModelCall]) -> None:

@@ -37,6 +37,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ToolCall(_Frozen):
+    """One tool the model asked for in a model call's answer, and what running it did."""
+
+    tool: str  # a Python tool's name, or an MCP tool's SERVER.TOOL
+    args_hash: str = ""  # first 16 hex digits of the SHA-256 of its arguments (canonical JSON)
+    duration_ms: float = 0.0
+    error: str | None = None  # "refused: why", or the tool's or its server's error
+
+
 class ModelCall(_Frozen):
     """One model (LLM) call made while handling an item, as recorded on the item."""
 
@@ -49,6 +58,7 @@ class ModelCall(_Frozen):
     latency_ms: float = 0.0
     error: str | None = None  # set when the call failed or its answer was invalid
     tools: tuple[str, ...] = ()  # tools the model called (refused ones are prefixed with '!')
+    tool_calls: tuple[ToolCall, ...] = ()  # the tools it asked for, run (or refused) in order
     at: int = 0  # ms since the epoch
 
 

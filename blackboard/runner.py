@@ -96,6 +96,12 @@ class AgentRunner:
                     await self._wait_changed()
                 tg.cancel_scope.cancel()  # heartbeats and the completer
         finally:
+            # Not wrapped in a cancel scope of its own: teardown runs at setup's nesting, so what
+            # setup entered (a task group, say) can be exited here; the agent bounds its own wait.
+            try:
+                await self.agent.teardown()
+            except Exception as e:  # reported; the daemon carries on
+                log.error("agent teardown failed", agent=self.spec.name, error=f"{type(e).__name__}: {e}")
             self.done.set()
 
     def stop_claiming(self) -> None:

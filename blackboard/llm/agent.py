@@ -2,10 +2,12 @@
 
 One attempt: render the prompts from the item, its dependencies' results and the selected
 board queries; call the model through a litellm Router (retries and fallbacks), letting it call
-its allowed tools; validate the answer against the output schema; post the children the spec
-derives from it. Nothing reaches the board until the answer is valid: an invalid answer fails
-the attempt with the validation error, and the next attempt shows the model that error once.
-Every call, failed or not, is recorded on the item (`ctx.usage`) with tokens, cost and latency.
+its allowed tools (Python callables, and MCP servers' tools: `llm.mcp_tools`); validate the
+answer against the output schema; post the children the spec derives from it. Nothing reaches
+the board until the answer is valid: an invalid answer fails the attempt with the validation
+error, and the next attempt shows the model that error once.
+Every call, failed or not, is recorded on the item (`ctx.usage`) with tokens, cost and latency,
+and the tool calls it asked for (`ModelCall.tool_calls`: tool, arguments hash, duration, error).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from blackboard.agents import Agent, Fail
 from blackboard.errors import BlackboardError
 from blackboard.llm.client import cost_of, litellm, price_offline, warm_up
 from blackboard.llm.limiter import RateLimiter
+from blackboard.llm.mcp_tools import SEP, McpConnections, McpTool
 from blackboard.llm.spec import LLMSpec
 from blackboard.llm.templates import Files, Template, compile_value, render_value
-from blackboard.llm.tools import Tool
-from blackboard.models import Item, ModelCall
+from blackboard.llm.tools import Tool, args_hash
+from blackboard.models import Item, ModelCall, ToolCall
 
 if TYPE_CHECKING:
     from blackboard.board import Board
@@ -54,7 +57,13 @@ class LLMAgent(Agent):
         self.files = Files(base)
         self.system = Template(spec.system, f"{where}.system") if spec.system else None
         self.prompt = Template(spec.prompt, f"{where}.prompt")
-        self.tools = {t.name: t for t in (Tool(resolve(ref, base)) for ref in spec.tools)}
+        self.tools = {t.name: t for t in (Tool(resolve(ref, base)) for ref in spec.tools if ":" in ref)}
+        for name in self.tools:
+            if name.partition(SEP)[0] in spec.mcp_servers:
+                raise BlackboardError(f"{where}.tools: Python tool {name!r} looks like an MCP server's tool")
+        # MCP servers named by an entry of `tools` (SERVER.TOOL); connected by setup()
+        self.mcp_used = tuple(dict.fromkeys(e.partition(".")[0] for e in spec.tools if ":" not in e))
+        self.mcp = McpConnections(spec.name, spec.mcp_servers, base) if spec.mcp_servers else None
         self.output_model: type[BaseModel] | None = None
         self.schema: Any = None
         self.dynamic_schema = False
@@ -92,6 +101,13 @@ class LLMAgent(Agent):
         # Import litellm (seconds) in a worker thread, not on the event loop every agent shares.
         await anyio.to_thread.run_sync(warm_up)
         price_offline([self.model, *self.fallbacks])
+        if self.mcp is not None:  # connections for the agent's life in this runner (see teardown)
+            await self.mcp.start()
+
+    async def teardown(self) -> None:
+        """Close the MCP connections (stopping their servers' processes)."""
+        if self.mcp is not None:
+            await self.mcp.aclose()
 
     # -- one attempt ------------------------------------------------------------------------
 
@@ -204,56 +220,106 @@ class LLMAgent(Agent):
                 "type": "json_schema",
                 "json_schema": {"name": _schema_name(self.llm.name), "schema": schema},
             }
-        if self.tools:
-            kwargs["tools"] = [t.spec() for t in self.tools.values()]
+        offered = await self._offered(ctx)
+        if offered:
+            kwargs["tools"] = offered
+        names = [t["function"]["name"] for t in offered]
         for _ in range(self.llm.max_tool_rounds + 1):
             message = await self._call(messages, kwargs, ctx)
             calls = getattr(message, "tool_calls", None) or []
             if not calls:
                 return str(message.content or "")
+            asked_in = len(ctx.usage) - 1  # the ModelCall `_call` recorded: its tool calls go on it
             messages.append(message.model_dump(exclude_none=True))
-            for call in calls:
-                messages.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": call.id,
-                        "name": call.function.name,
-                        "content": await self._run_tool(call.function.name, call.function.arguments, ctx),
-                    }
-                )
+            records: list[ToolCall] = []
+            try:
+                for call in calls:
+                    content = await self._run_tool(
+                        call.function.name, call.function.arguments, ctx, names, records
+                    )
+                    messages.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": call.id,
+                            "name": call.function.name,
+                            "content": content,
+                        }
+                    )
+            finally:
+                ctx.usage[asked_in] = ctx.usage[asked_in].model_copy(update={"tool_calls": tuple(records)})
         raise InvalidOutput(f"{INVALID}no answer after {self.llm.max_tool_rounds} rounds of tool calls")
 
-    async def _run_tool(self, name: str, arguments: str, ctx: Context) -> str:
+    def _may(self, ctx: Context, label: str) -> bool:
+        board_policy = ctx.board.policy
+        return board_policy is None or board_policy.decide(self.llm.name, "tool", label).allowed
+
+    async def _offered(self, ctx: Context) -> list[dict[str, Any]]:
+        """The tools this attempt offers the model: those it may call (its `tools` list them
+        and, under a policy, a role grants them). MCP servers are waited for (`McpUnavailable`
+        fails the attempt when one stays down)."""
+        offered = [t.spec() for t in self.tools.values() if self._may(ctx, t.name)]
+        if self.mcp is not None and self.mcp_used:
+            for tool in await self.mcp.tools(self.mcp_used):
+                if self.llm.mcp_allowed(tool.server, tool.name) and self._may(ctx, tool.qualified):
+                    offered.append(tool.spec())
+        return offered
+
+    def _target(self, name: str) -> tuple[str, Tool | McpTool | None]:
+        """(the tool's name for policy, audit and metrics; the tool, if the agent's `tools` list it)."""
+        if name in self.tools:
+            return name, self.tools[name]
+        mcp = self.mcp.find(name) if self.mcp is not None else None
+        if mcp is None:
+            return name, None
+        return mcp.qualified, mcp if self.llm.mcp_allowed(mcp.server, mcp.name) else None
+
+    async def _run_tool(
+        self, name: str, arguments: str, ctx: Context, offered: list[str], records: list[ToolCall]
+    ) -> str:
         """Run a tool the model asked for, if this agent may: it is in the agent's `tools` and,
         under a policy, one of its roles grants it. A refusal is the model's answer (never the
-        call) and leaves an audit record."""
-        tool = self.tools.get(name)
+        call) and leaves an audit record. Each call, run or refused, is added to `records`."""
+        label, tool = self._target(name)
+        digest = args_hash(arguments)
         board_policy = ctx.board.policy
         why, rule = ("not in the agent's tools", "agent-tools") if tool is None else (None, "")
         if (
             why is None
             and board_policy is not None
-            and not (d := board_policy.decide(self.llm.name, "tool", name)).allowed
+            and not (d := board_policy.decide(self.llm.name, "tool", label)).allowed
         ):
             why, rule = d.rule, d.code
         if why is not None:
-            ctx.log.warning("model asked for a tool it is not allowed", tool=name, why=why)
+            ctx.log.warning("model asked for a tool it is not allowed", tool=label, why=why)
+            records.append(ToolCall(tool=label, args_hash=digest, error=f"refused: {why}"[:300]))
             if ctx.metrics is not None:
-                ctx.metrics.llm_tool_calls.labels(self.llm.name, name, "refused").inc()
-            detail = f"tool {name}: {why}"
+                ctx.metrics.llm_tool_calls.labels(self.llm.name, label, "refused").inc()
+            detail = f"tool {label}: {why}"
             await policy.record_denial(
                 ctx.board, self.llm.name, "tool", ctx.item.kind, detail, ctx.item.id, rule
             )
-            allowed = [
-                t
-                for t in sorted(self.tools)
-                if board_policy is None or board_policy.decide(self.llm.name, "tool", t).allowed
-            ]
-            return f"error: tool {name!r} is not available to this agent; allowed: {allowed}"
+            return f"error: tool {name!r} is not available to this agent; allowed: {sorted(offered)}"
         assert tool is not None
-        if ctx.metrics is not None:
-            ctx.metrics.llm_tool_calls.labels(self.llm.name, name, "called").inc()
-        return await tool.call(arguments)
+        started = time.perf_counter()
+        error: str | None = "interrupted"
+        try:
+            if isinstance(tool, Tool):
+                text, error = await tool.invoke(arguments)
+            else:
+                assert self.mcp is not None
+                text, error = await self.mcp.call(tool, arguments)
+            return text
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"[:300]
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            records.append(
+                ToolCall(tool=label, args_hash=digest, duration_ms=round(seconds * 1000, 2), error=error)
+            )
+            if ctx.metrics is not None:
+                ctx.metrics.llm_tool_calls.labels(self.llm.name, label, "error" if error else "called").inc()
+                ctx.metrics.llm_tool_seconds.labels(self.llm.name, label).observe(seconds)
 
     async def _call(self, messages: list[dict[str, Any]], kwargs: dict[str, Any], ctx: Context) -> Any:
         """One model call: take from the shared limiter, call, record usage; back off on 429s."""
@@ -325,8 +391,8 @@ class LLMAgent(Agent):
         if response is not None:
             model = (getattr(response, "_hidden_params", None) or {}).get("litellm_model_name") or model
             usage = getattr(response, "usage", None)
-            asked = [c.function.name for c in (response.choices[0].message.tool_calls or [])]
-            tools = tuple(n if n in self.tools else "!" + n for n in asked)
+            asked = [self._target(c.function.name) for c in (response.choices[0].message.tool_calls or [])]
+            tools = tuple(label if tool is not None else "!" + label for label, tool in asked)
         return ModelCall(
             model=model,
             agent=self.llm.name,

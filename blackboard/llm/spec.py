@@ -12,7 +12,9 @@ posts:                              # children to post from the output
   - kind: research.claim
     each: "{{ output.claims }}"     # one child per element (as `each`)
     payload: {text: "{{ each }}"}
-tools: [tools.py:search]            # the only callables the model may call
+tools: [tools.py:search, calc.add]  # the only tools the model may call (Python, or SERVER.TOOL)
+mcp_servers:                        # MCP servers whose tools `tools` may name (see llm.mcp_tools)
+  calc: {command: python, args: [calc_server.py]}
 temperature: 0.2
 max_tokens: 800
 timeout: 120                        # seconds per model call
@@ -22,12 +24,16 @@ concurrency: 4
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from blackboard.agents import AgentSpec, spec_from, validated
+from blackboard.errors import InvalidInput
 
 
 class _Strict(BaseModel):
@@ -67,6 +73,45 @@ class QuerySpec(_Strict):
     limit: int = Field(default=20, ge=1, le=500)
 
 
+SERVER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*(_[A-Za-z0-9-]+)*$")  # no '__': it joins server and tool
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # ${VAR}, read from the daemon's environment
+
+
+class McpServerSpec(_Strict):
+    """One MCP server: a command run over stdio, or a streamable HTTP URL.
+
+    `${VAR}` in command, args, env, url and headers is the daemon's environment variable VAR,
+    read when the server is connected (a missing one is an error when the file loads)."""
+
+    command: str | None = Field(default=None, min_length=1)
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)  # over a minimal inherited environment
+    cwd: str | None = None  # default: the agent's folder
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=60.0, gt=0)  # seconds per tool call
+    connect_timeout: float = Field(default=30.0, gt=0)  # seconds to start, initialise and list tools
+
+    @model_validator(mode="after")
+    def _one(self) -> McpServerSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("expected exactly one of 'command' (stdio) or 'url' (streamable HTTP)")
+        if self.command is None and (self.args or self.env or self.cwd):
+            raise ValueError("'args', 'env' and 'cwd' are for a 'command' server, not a 'url' one")
+        if self.url is None and self.headers:
+            raise ValueError("'headers' are for a 'url' server, not a 'command' one")
+        values = {"command": self.command or "", "url": self.url or ""}
+        values |= {f"args[{i}]": a for i, a in enumerate(self.args)}
+        values |= {f"env.{k}": v for k, v in self.env.items()} | {
+            f"headers.{k}": v for k, v in self.headers.items()
+        }
+        for where, value in values.items():
+            for var in ENV_REF.findall(value):
+                if var not in os.environ:
+                    raise ValueError(f"{where}: environment variable {var} is not set")
+        return self
+
+
 class LLMSpec(_Strict):
     name: str
     consumes: tuple[str, ...]
@@ -86,10 +131,45 @@ class LLMSpec(_Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     timeout: float = Field(default=120.0, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
-    tools: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()  # "file.py:function", "module:function", or "SERVER.TOOL" (a glob)
+    mcp_servers: dict[str, McpServerSpec] = Field(default_factory=dict)
     max_tool_rounds: int = Field(default=4, ge=1, le=50)
     context: dict[str, QuerySpec] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)  # more litellm parameters (api_base, ...)
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _server_names(cls, v: dict[str, McpServerSpec]) -> dict[str, McpServerSpec]:
+        for name in v:
+            if not SERVER_NAME.match(name):
+                raise ValueError(
+                    f"server name {name!r}: expected letters, digits, '-' and single '_' "
+                    "(never '__'), starting with a letter"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _tool_entries(self) -> LLMSpec:
+        for i, entry in enumerate(self.tools):
+            if ":" in entry:
+                continue  # a Python callable, resolved when the agent is built
+            server, dot, pattern = entry.partition(".")
+            if not dot or not pattern or server not in self.mcp_servers:
+                known = ", ".join(sorted(self.mcp_servers)) or "none"
+                raise InvalidInput(
+                    f"tools[{i}]",
+                    f"expected 'file.py:function', 'module:function' or 'SERVER.TOOL' with SERVER one of "
+                    f"mcp_servers ({known}); got {entry!r}",
+                )
+        return self
+
+    def mcp_allowed(self, server: str, tool: str) -> bool:
+        """Whether the agent's `tools` lists MCP tool `tool` of `server` (by name or glob)."""
+        return any(
+            e.partition(".")[0] == server and fnmatch.fnmatchcase(tool, e.partition(".")[2])
+            for e in self.tools
+            if ":" not in e
+        )
 
     def agent_spec(self, where: str) -> AgentSpec:
         produces = self.produces or tuple(dict.fromkeys(r.kind for r in self.posts))

@@ -3,10 +3,12 @@
 Each is offered to the model with a JSON schema built from its signature (by pydantic), and its
 arguments are validated against that schema before it runs. The allow-list is the agent's
 `tools`; a model asking for anything else gets a refusal as the tool's result, never the call.
+MCP servers' tools are offered and called the same way (see `blackboard.llm.mcp_tools`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from collections.abc import Callable
@@ -48,11 +50,16 @@ class Tool:
 
     async def call(self, arguments: str) -> str:
         """Run with the model's JSON arguments; errors come back as text for the model to read."""
+        return (await self.invoke(arguments))[0]
+
+    async def invoke(self, arguments: str) -> tuple[str, str | None]:
+        """(what the model reads, the error or None): run with the model's JSON arguments."""
         try:
             raw = json.loads(arguments or "{}")
             args = self.params.model_validate(raw)
         except (ValueError, ValidationError) as e:
-            return f"error: invalid arguments for {self.name}: {e}"
+            text = f"error: invalid arguments for {self.name}: {e}"
+            return text, text[len("error: ") :][:300]
         kwargs = {k: getattr(args, k) for k in type(args).model_fields}
         try:
             if inspect.iscoroutinefunction(self.fn):
@@ -60,5 +67,16 @@ class Tool:
             else:
                 value = await anyio.to_thread.run_sync(lambda: self.fn(**kwargs))
         except Exception as e:  # a failing tool is the model's problem to read, not a crash
-            return f"error: {self.name} raised {type(e).__name__}: {e}"
-        return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+            text = f"error: {self.name} raised {type(e).__name__}: {e}"
+            return text, text[len("error: ") :][:300]
+        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+        return text, None
+
+
+def args_hash(arguments: str) -> str:
+    """A short digest of a tool call's arguments: canonical JSON when they parse, else the text."""
+    try:
+        canonical = json.dumps(json.loads(arguments or "{}"), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = arguments
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -363,8 +363,9 @@ def rows() -> list[tuple[str, str, list[Panel]]]:
                 ),
                 panel(
                     "Tool calls",
-                    "Tools models asked for, per second, by agent, tool and outcome (called, refused "
-                    "by the policy or the agent's list): blackboard_llm_tool_calls_total.",
+                    "Tools models asked for, per second, by agent, tool and outcome (called, error: "
+                    "the tool raised or its MCP server failed, refused: by the policy or the agent's "
+                    "list): blackboard_llm_tool_calls_total.",
                     [
                         rate(
                             "blackboard_llm_tool_calls_total",
