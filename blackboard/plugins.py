@@ -2,8 +2,9 @@
 
 A `.py` plugin is any module defining `Agent` instances (e.g. made with `@agent`) or `Agent`
 subclasses. A `.yaml` plugin declares one agent: an LLM agent when it names a `model` (see
-`blackboard.llm.spec`), a critic when it names `guards` (see `blackboard.critic`), or else an
-agent whose handler is a Python callable:
+`blackboard.llm.spec`), a critic when it names `guards` (see `blackboard.critic`), a remote A2A
+agent when it has a `remote:` block (see `blackboard.a2a.remote`), or else an agent whose
+handler is a Python callable:
 
     name: summariser
     consumes: [doc.text]
@@ -105,6 +106,10 @@ def _load_yaml(path: Path) -> list[Agent]:
         from blackboard import critic
 
         return [critic.Critic(critic.parse(data, path), path.parent, path.name, _resolve)]
+    if "remote" in data:  # a remote A2A agent
+        from blackboard.a2a import remote
+
+        return [remote.load(data, path)]
     if "model" in data:  # an LLM agent
         from blackboard.llm.agent import LLMAgent
         from blackboard.llm.spec import parse
