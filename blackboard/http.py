@@ -15,13 +15,16 @@
     GET  /metrics                  Prometheus exposition
     GET  /healthz, /readyz         alive; ready (Redis reachable, agents running)
     GET  /openapi.json             this API's OpenAPI document
+    POST /mcp                      the board as an MCP server (streamable HTTP; `blackboard.mcpserver`)
+    POST /a2a                      the daemon as an A2A agent (JSON-RPC, SSE; `blackboard.a2a.server`)
+    GET  /.well-known/agent-card.json   its A2A agent card (public)
     GET  /, /web/...               the web view (`blackboard.web`: HTML pages, live over SSE)
 
 Errors are JSON `{"error": {"type", "field", "message"}}` with a 4xx status. With an API token
-configured every /v1 route needs `Authorization: Bearer <token>`; each token acts as a principal
-(`api_token` as `http`, each of `api_principals` as its name), and the board's policy decides
-what that principal may do. The web view takes the same tokens, or the session cookie its
-`/login` sets from one (`blackboard.web.auth`), on its own routes only.
+configured every /v1 route (and /mcp, /a2a) needs `Authorization: Bearer <token>`; each token
+acts as a principal (`api_token` as `http`, each of `api_principals` as its name), and the
+board's policy decides what that principal may do. The web view takes the same tokens, or the
+session cookie its `/login` sets from one (`blackboard.web.auth`), on its own routes only.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
-from blackboard import posting, presence, web
+from blackboard import mcpserver, posting, presence, web
 from blackboard.display import traced
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
 from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
     from blackboard.daemon import Daemon
 
 MAX_BODY = 2 << 20
+API = ("/v1", "/mcp", "/a2a")  # the routes behind the bearer token (or, on an open daemon, loopback names)
 EVENT_CURSOR_RE = re.compile(r"^\d{1,19}(-\d{1,19})?$")  # a Redis stream id (under 2**64)
 POST_FIELDS = (
     "priority",
@@ -329,11 +333,11 @@ async def openapi(request: Request) -> Response:
 
 
 class LoopbackOnly(BaseHTTPMiddleware):
-    """An open daemon (no API token, so bound to loopback) answers /v1 only under loopback host
-    names: a page whose DNS name is rebound to 127.0.0.1 can't drive or read it."""
+    """An open daemon (no API token, so bound to loopback) answers /v1 and /mcp only under loopback
+    host names: a page whose DNS name is rebound to 127.0.0.1 can't drive or read it."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path.startswith("/v1") and not web_auth.loopback_host(request.headers.get("host")):
+        if request.url.path.startswith(API) and not web_auth.loopback_host(request.headers.get("host")):
             return error(
                 403, "Forbidden", "this daemon has no API token: its API answers on loopback names only"
             )
@@ -341,7 +345,7 @@ class LoopbackOnly(BaseHTTPMiddleware):
 
 
 class TokenAuth(BaseHTTPMiddleware):
-    """Bearer-token check for /v1 routes (health, readiness and metrics stay open for probes);
+    """Bearer-token check for /v1 and /mcp routes (health, readiness and metrics stay open for probes);
     the web view's routes take a bearer token or a session cookie made from one.
     Each token is a principal's (`request.state.principal`): the policy decides what it may do."""
 
@@ -358,7 +362,7 @@ class TokenAuth(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
-        if path.startswith("/v1"):
+        if path.startswith(API):
             found = self.bearer(request)
             if found is None:
                 denied = error(401, "Unauthorized", "missing or wrong bearer token")
@@ -388,6 +392,9 @@ def create_app(daemon: Daemon) -> Starlette:
     if daemon.settings.api_token is not None:
         tokens["http"] = daemon.settings.api_token.get_secret_value()
     middleware = [Middleware(TokenAuth, tokens=tokens) if tokens else Middleware(LoopbackOnly)]
+    mcp = mcpserver.HttpEndpoint(daemon, principal_of)
+    from blackboard.a2a import server as a2a  # the A2A card and endpoint (imports the SDK)
+
     app = Starlette(
         routes=[
             Route("/v1/items", post_item, methods=["POST"]),
@@ -410,6 +417,8 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+            Route("/mcp", mcp, include_in_schema=False),  # an ASGI app: every method goes to it
+            *a2a.routes(daemon),
             *web.routes(),
         ],
         middleware=middleware,
@@ -417,6 +426,7 @@ def create_app(daemon: Daemon) -> Starlette:
     )
     app.state.daemon = daemon
     app.state.tokens = tokens  # principal -> token, for the web view's sessions
+    app.state.mcp = mcp
     return app
 
 
@@ -437,12 +447,14 @@ async def serve(daemon: Daemon, *, task_status: TaskStatus[None] = anyio.TASK_ST
         raise InvalidInput("port", f"cannot listen on {s.host}:{s.port}: {e.strerror or e}") from None
     host, port = sock.getsockname()[:2]
     daemon.http_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    config = uvicorn.Config(create_app(daemon), log_config=None, access_log=False, lifespan="off")
+    app = create_app(daemon)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
     sock.listen(config.backlog)  # connections made as soon as we report started wait, not fail
     server = _Server(config)
     task_status.started()
     try:
-        await server.serve(sockets=[sock])
+        async with app.state.mcp.running():  # the /mcp endpoint's sessions live inside the server
+            await server.serve(sockets=[sock])
     finally:
         # Cancelled: stop uvicorn properly, or its listener stays registered with the event loop
         # (a later server in the same process that gets the same fd number never sees a request)

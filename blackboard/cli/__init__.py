@@ -4,8 +4,8 @@ Exit codes: 0 ok; 1 an error from the board (message on stderr, no traceback); 2
 3 `wait`/`post --wait` timed out.
 
 Commands live in `daemon` (run, init), `items` (post, ls, show, trace, watch, wait, agents,
-cancel, dlq), `audit` (tail, verify, export), `policy` (check, explain) and `acl` (render);
-`common` holds what they share.
+cancel, dlq), `audit` (tail, verify, export), `policy` (check, explain), `acl` (render) and
+`mcp` (the MCP server over stdio); `common` holds what they share.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from blackboard import __version__
-from blackboard.cli import acl, audit, daemon, items, policy  # noqa: F401 - importing them registers their commands
+from blackboard.cli import acl, audit, daemon, items, mcp, policy  # noqa: F401 - importing them registers their commands
 from blackboard.cli.common import Url, app, run_async
 
 __all__ = ["app", "main"]
@@ -33,6 +33,29 @@ def bench(
     from blackboard.bench import run_bench
 
     report = run_async(lambda: run_bench(url, scale=scale, only=only.split(",") if only else None))
+    typer.echo(json.dumps(report, indent=2))
+
+
+@app.command()
+def loadtest(
+    url: Url = "redis://127.0.0.1:6379",
+    agents: Annotated[int, typer.Option(min=1, max=100_000, help="Simulated agents in all.")] = 2000,
+    processes: Annotated[int, typer.Option(min=1, max=16, help="Processes the agents run in.")] = 2,
+    duration: Annotated[float, typer.Option(min=0.1, max=600, help="Seconds measured.")] = 20.0,
+    think: Annotated[float, typer.Option(min=0, help="Mean seconds an agent works on an item.")] = 0.5,
+    rate: Annotated[
+        float | None, typer.Option(min=0.1, help="Items posted per second (default: agents / think).")
+    ] = None,
+) -> None:
+    """Simulate a large population of agents (claim, think, complete) against a local Redis and
+    report claims/s, pickup latency, CPU and Redis memory per item; prints one JSON object."""
+    from blackboard.bench.loadtest import run_loadtest
+
+    report = run_async(
+        lambda: run_loadtest(
+            url, agents=agents, processes=processes, duration=duration, think=think, rate=rate
+        )
+    )
     typer.echo(json.dumps(report, indent=2))
 
 
