@@ -1,4 +1,5 @@
-"""`Board`: one blackboard in Redis, and every operation on it.
+"""`Board`: one blackboard in Redis, and every operation on it (its finishing operations are in
+`blackboard.finishing`, its reads in `blackboard.reading`).
 
 Each state change is one Lua script (`blackboard/lua/`), so it is atomic, and fenced where it
 comes from a claim. Reads are plain commands. Redis errors are retried with backoff for up to
@@ -22,31 +23,28 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from blackboard import connection, kinds, policy, posting, tracing
 from blackboard.backoff import Backoff
-from blackboard.codec import decode_item, dumps
+from blackboard.codec import decode_item
 from blackboard.errors import (
-    BlackboardError,
     BoardUnavailable,
     InvalidInput,
     InvalidState,
     ItemNotFound,
     LeaseLost,
-    UnknownItem,
 )
+from blackboard.finishing import BoardFinisher
 from blackboard.keys import Keyspace
 from blackboard.kinds import KindRegistry, Schema, check_kind
-from blackboard.models import Claim, Item, ModelCall, NewItem, Status
+from blackboard.models import Claim, Item, NewItem
 from blackboard.policy import Policy
-from blackboard.reading import BoardReader
 from blackboard.scripts import Scripts
 from blackboard.waker import Waker
 
 T = TypeVar("T")
-Outcome = list[Item] | BaseException
 
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
-class Board(BoardReader):
+class Board(BoardFinisher):
     """An async handle on one board. Create with `await Board.connect(url, board=...)`."""
 
     def __init__(
@@ -312,223 +310,6 @@ class Board(BoardReader):
     def _lost(claim: Claim, r: dict[str, Any]) -> LeaseLost:
         return LeaseLost(claim.id, claim.token, r.get("status"))
 
-    # -- finishing ------------------------------------------------------------------------
-
-    async def complete(
-        self,
-        claim: Claim,
-        result: Any = None,
-        outputs: Sequence[NewItem] = (),
-        *,
-        fetch_outputs: bool = True,
-        usage: Sequence[ModelCall] = (),
-    ) -> list[Item]:
-        """Finish `claim` with `result`, posting `outputs` as its children. Returns the outputs.
-
-        Output ids derive from the claim's item id and position, so repeating a completion (say
-        after a lost reply) posts nothing twice. Raises `LeaseLost` if the claim is stale.
-        `fetch_outputs=False` skips reading the outputs back (one round trip less; returns []).
-        `usage`: model calls made for this attempt, recorded on the item and its goal's totals.
-        """
-        outcome = (
-            await self.complete_many([(claim, result, outputs)], fetch_outputs=fetch_outputs, usage=[usage])
-        )[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    async def complete_many(
-        self,
-        batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]],
-        *,
-        fetch_outputs: bool = True,
-        usage: Sequence[Sequence[ModelCall]] = (),
-    ) -> list[Outcome]:
-        """Complete many claims in one step; each gets its outputs (with `fetch_outputs`; else
-        []) or its own exception. `usage[i]` are the model calls of `batch[i]`, if any."""
-        if not tracing.enabled:
-            return await self._complete_batch(batch, fetch_outputs, usage)
-        spans = tracing.start_settle(self, [b[0] for b in batch], "complete")
-        try:
-            # Outputs without a trace context of their own are children of their completion.
-            batch = [
-                (claim, result, tracing.inherit([self._as_new(o) for o in outputs], span))
-                for (claim, result, outputs), span in zip(batch, spans, strict=True)
-            ]
-            results = await self._complete_batch(batch, fetch_outputs, usage)
-        except BaseException as e:
-            tracing.end_spans(spans, e)
-            raise
-        tracing.end_completions(spans, [len(b[2]) for b in batch], results)
-        return results
-
-    async def _complete_batch(
-        self,
-        batch: Sequence[tuple[Claim, Any, Sequence[NewItem]]],
-        fetch_outputs: bool,
-        usage: Sequence[Sequence[ModelCall]],
-    ) -> list[Outcome]:
-        for claim, _, outputs in batch if self.policy is not None else ():  # outputs are posts
-            await policy.enforce(self, claim.agent, "post", (self._as_new(o).kind for o in outputs))
-        done: list[dict[str, Any]] = []
-        kinds_used: list[str] = []
-        new_outputs: list[list[NewItem]] = []
-        for i, (claim, result, outputs) in enumerate(batch):
-            specs: list[dict[str, Any]] = []
-            outs = posting.with_ids([self._as_new(o) for o in outputs], parent=claim.id)
-            new_outputs.append(outs)
-            if outs:
-                specs = posting.encode_batch(
-                    outs,
-                    self.registry,
-                    strict=self.strict,
-                    max_payload_bytes=self.max_payload_bytes,
-                    actor=claim.agent,
-                    field="outputs",
-                )
-                policy.annotate(self.policy, specs, outs)
-            done.append(
-                {
-                    "id": claim.id,
-                    "token": claim.token,
-                    "outputs": specs,
-                    "result": dumps(result, "result" if len(batch) == 1 else f"batch[{i}].result"),
-                }
-            )
-            if i < len(usage) and usage[i]:
-                done[-1]["usage"] = _calls(usage[i])
-            kinds_used += [claim.item.kind, *(s["kind"] for s in specs)]
-        out = await self._run(
-            self._scripts.complete, kinds_used, {"done": done}, batch[0][0].agent if batch else None
-        )
-        wanted = [p[0] for r in out["ok"] if isinstance(r.get("ok"), list) for p in r["ok"]]
-        fetched = {it.id: it for it in await self.get_many(wanted) if it is not None} if fetch_outputs else {}
-        results: list[Outcome] = []
-        for (claim, _, _), r, sent, outs in zip(batch, out["ok"], done, new_outputs, strict=True):
-            if r.get("err") in ("stale", "not_found"):
-                results.append(self._lost(claim, r))
-            elif refused := self._refused(r):
-                results.append(refused)
-            elif "err" in r:
-                results.append(self._unknown_item(r, sent["outputs"], outs, "outputs"))
-            elif not fetch_outputs:
-                results.append([])
-            elif r["ok"] == "already":
-                results.append(list((await self.query(parent=claim.id, limit=10_000)).items))
-            elif r["ok"]:  # outputs posted (an empty list may come back from cjson as {})
-                results.append([fetched[p[0]] for p in r["ok"]])
-            else:
-                results.append([])
-        return results
-
-    def _refused(self, err: dict[str, Any]) -> BlackboardError | None:
-        """A post the goal's budget or the repeat guard refused (see lua/lib.lua check_posts)."""
-        if err.get("err") == "budget":
-            if self.on_budget_exceeded is not None:
-                self.on_budget_exceeded(err["reason"])
-            return policy.BudgetExceeded(err["root"], err["reason"])
-        if err.get("err") == "repeat":
-            return policy.RepeatedPost(err["root"], err["kind"])
-        return None
-
-    def _unknown_item(
-        self, err: dict[str, Any], specs: list[dict[str, Any]], items: Sequence[NewItem], field: str | None
-    ) -> UnknownItem:
-        """The script's unknown parent/dependency error, naming the item by its place in the call
-        (`err["index"]` counts the specs, which are sorted so dependencies come first)."""
-        what = "parent" if err["err"] == "unknown_parent" else "after"
-        position = [it.id for it in items].index(specs[err["index"]]["id"])
-        return UnknownItem(
-            f"{field}[{position}].{what}" if field else what,
-            f"no item with id {err['id']!r} on board {self.name!r}; post it first",
-        )
-
-    @staticmethod
-    def _as_new(o: NewItem | dict[str, Any]) -> NewItem:
-        return o if isinstance(o, NewItem) else posting.new_item("outputs", **o)
-
-    async def fail(
-        self,
-        claim: Claim,
-        error: str,
-        retry: bool | float | None = None,
-        *,
-        usage: Sequence[ModelCall] = (),
-    ) -> Status:
-        """Record a failed attempt. Returns the item's new status.
-
-        `retry`: None retries with the board's backoff while attempts remain; a number retries
-        after that many seconds (attempts still count); False dead-letters now. `usage`: model
-        calls the attempt made (a failed attempt's tokens are spent all the same).
-        """
-        if retry is None or retry is True:
-            delay = self.backoff.delay(claim.item.attempts)
-        elif retry is False:
-            delay = 0.0
-        else:
-            if not (isinstance(retry, int | float) and retry >= 0):
-                raise InvalidInput("retry", f"expected None, a bool or seconds >= 0, got {retry!r}")
-            delay = float(retry)
-        args = {
-            "failed": [
-                {
-                    "id": claim.id,
-                    "token": claim.token,
-                    "error": str(error)[:10_000],
-                    "delay": int(delay * 1000),
-                    "dead": retry is False,
-                }
-            ]
-        }
-        if usage:
-            args["failed"][0]["usage"] = _calls(usage)
-        if not tracing.enabled:
-            return await self._fail(claim, args)
-        spans = tracing.start_settle(self, [claim], "fail")
-        try:
-            status = await self._fail(claim, args)
-        except BaseException as e:
-            tracing.end_spans(spans, e)
-            raise
-        tracing.end_fail(spans[0], status.value, delay)
-        return status
-
-    async def _fail(self, claim: Claim, args: dict[str, Any]) -> Status:
-        r = (await self._run(self._scripts.fail, [claim.item.kind], args, claim.agent))["ok"][0]
-        if "err" in r:
-            raise self._lost(claim, r)
-        if r["ok"] == "already":
-            return (await self.get(claim.id)).status
-        return Status(r["ok"])
-
-    async def release(self, claims: Sequence[Claim]) -> list[LeaseLost | None]:
-        """Give claims back untouched (the attempt is not counted); stale ones are reported."""
-        if not claims:
-            return []
-        args = {"released": [{"id": c.id, "token": c.token} for c in claims]}
-        out = await self._run(self._scripts.release, (c.item.kind for c in claims), args, claims[0].agent)
-        return [self._lost(c, r) if "err" in r else None for c, r in zip(claims, out["ok"], strict=True)]
-
-    async def reap(self, limit: int = 1000) -> dict[str, int]:
-        """Return expired leases to open (or dead) and promote due retries, on every kind.
-
-        Claims do this for their own kinds as they go; run it periodically as a backstop.
-        """
-        totals = {"expired": 0, "promoted": 0}
-        names = await self.kinds()
-        for i in range(0, len(names), 50):
-            out = (await self._run(self._scripts.reap, names[i : i + 50], {"limit": limit}))["ok"]
-            for k in totals:
-                totals[k] += out[k]
-            if out["by_kind"]:  # cjson may give [] for an empty table
-                self._expired(out["by_kind"])
-        return totals
-
-    def _expired(self, by_kind: dict[str, Any]) -> None:
-        if self.on_lease_expired is not None:
-            for kind, n in by_kind.items():
-                self.on_lease_expired(kind, int(n))
-
     async def cancel(self, item_id: str, reason: str = "cancelled", *, actor: str | None = None) -> int:
         """Cancel an item and its unfinished descendants (claimed ones are fenced out).
 
@@ -582,7 +363,3 @@ class Board(BoardReader):
     async def unguard(self, kind: str) -> None:
         """Items of `kind` posted from now on are claimable without review."""
         await self.retrying(lambda: self.redis.hdel(self.keys.guards, kind))
-
-
-def _calls(calls: Sequence[ModelCall]) -> list[dict[str, Any]]:
-    return [c.model_dump(mode="json", exclude_defaults=True) | {"model": c.model} for c in calls]

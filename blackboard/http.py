@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import nullcontext
@@ -46,24 +45,22 @@ from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
-from blackboard import mcpserver, posting, presence, web
+from blackboard import mcpserver, posting, presence, tracing, web
 from blackboard.display import traced
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
+from blackboard.guard import LoopbackOnly, TokenAuth, error, principal_of
 from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
 from blackboard.views import ReadView
-from blackboard.web import auth as web_auth
 
 if TYPE_CHECKING:
     from blackboard.daemon import Daemon
 
 MAX_BODY = 2 << 20
-API = ("/v1", "/mcp", "/a2a")  # the routes behind the bearer token (or, on an open daemon, loopback names)
 EVENT_CURSOR_RE = re.compile(r"^\d{1,19}(-\d{1,19})?$")  # a Redis stream id (under 2**64)
 POST_FIELDS = (
     "priority",
@@ -78,10 +75,6 @@ POST_FIELDS = (
 )
 
 schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "blackboard", "version": "1"}})
-
-
-def error(status: int, kind: str, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "field": field, "message": message}}, status_code=status)
 
 
 async def on_error(request: Request, exc: Exception) -> Response:
@@ -146,12 +139,13 @@ async def post_item(request: Request) -> Response:
         )
     if "kind" not in data:
         raise InvalidInput("kind", "required")
-    item = await d.board.post(
-        data["kind"],
-        data.get("payload"),
-        actor=principal_of(request),
-        **{k: data[k] for k in POST_FIELDS if k in data},
-    )
+    with tracing.joined(request.headers.get("traceparent")):  # the caller's trace, if it sent one
+        item = await d.board.post(
+            data["kind"],
+            data.get("payload"),
+            actor=principal_of(request),
+            **{k: data[k] for k in POST_FIELDS if k in data},
+        )
     d.metrics.posted.labels(item.kind).inc()
     return JSONResponse(item.model_dump(mode="json"), status_code=201)
 
@@ -330,56 +324,6 @@ async def readyz(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     # JSON, as the path says (Starlette's OpenAPIResponse would send YAML).
     return JSONResponse(schemas.get_schema(request.app.routes))
-
-
-class LoopbackOnly(BaseHTTPMiddleware):
-    """An open daemon (no API token, so bound to loopback) answers /v1 and /mcp only under loopback
-    host names: a page whose DNS name is rebound to 127.0.0.1 can't drive or read it."""
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path.startswith(API) and not web_auth.loopback_host(request.headers.get("host")):
-            return error(
-                403, "Forbidden", "this daemon has no API token: its API answers on loopback names only"
-            )
-        return await call_next(request)
-
-
-class TokenAuth(BaseHTTPMiddleware):
-    """Bearer-token check for /v1 and /mcp routes (health, readiness and metrics stay open for probes);
-    the web view's routes take a bearer token or a session cookie made from one.
-    Each token is a principal's (`request.state.principal`): the policy decides what it may do."""
-
-    def __init__(self, app: Any, tokens: dict[str, str]) -> None:
-        super().__init__(app)
-        self.tokens = tokens
-        self.expected = [(f"Bearer {token}".encode(), principal) for principal, token in tokens.items()]
-
-    def bearer(self, request: Request) -> str | None:
-        given = request.headers.get("authorization", "").encode()
-        # compare with every token, so the time taken does not say which one nearly matched
-        found = [p for expected, p in self.expected if secrets.compare_digest(given, expected)]
-        return found[0] if found else None
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        path = request.url.path
-        if path.startswith(API):
-            found = self.bearer(request)
-            if found is None:
-                denied = error(401, "Unauthorized", "missing or wrong bearer token")
-                denied.headers["WWW-Authenticate"] = 'Bearer realm="blackboard"'  # required on a 401
-                return denied
-            request.state.principal = found
-        elif web_auth.guarded(path):
-            found = self.bearer(request) or web_auth.session_principal(request, self.tokens)
-            if found is None:
-                return web_auth.login_required(request)
-            request.state.principal = found
-        return await call_next(request)
-
-
-def principal_of(request: Request) -> str:
-    """Who is asking: the principal of the request's token (`http` with no tokens configured)."""
-    return getattr(request.state, "principal", "http")
 
 
 def view_of(request: Request) -> ReadView:

@@ -22,7 +22,7 @@ and its final item (the one that finished last, as `blackboard post --wait` show
 that item's result as the task's artifact (one data part) / failed (the error) / canceled (the
 goal was cancelled, by A2A `CancelTask` or any other way).
 
-**Auth.** `/a2a` takes the same bearer tokens as `/v1` (`http.TokenAuth`); the caller is the
+**Auth.** `/a2a` takes the same bearer tokens as `/v1` (`guard.TokenAuth`); the caller is the
 token's principal (`http` on an open daemon) and the policy applies: `post` on the kind to send,
 `read` on it to follow (checked before posting, so nothing is posted that the caller couldn't
 see), `cancel` to cancel. A2A tasks are kept per principal: another token's tasks are not found.
@@ -83,7 +83,8 @@ from blackboard.a2a import plain
 from blackboard.agents import AgentSpec
 from blackboard.display import final_item, finished
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
-from blackboard.http import MAX_BODY, principal_of
+from blackboard.guard import principal_of
+from blackboard.http import MAX_BODY
 from blackboard.models import Item, Status, TreeNode
 from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
 from blackboard.views import ReadView
@@ -332,7 +333,7 @@ class Principal(User):
 
 
 class Calls(DefaultServerCallContextBuilder):
-    """Call contexts that carry the request's principal (set by `http.TokenAuth`); the task store
+    """Call contexts that carry the request's principal (set by `guard.TokenAuth`); the task store
     keys tasks by it, so each principal sees its own tasks only."""
 
     def build(self, request: Request) -> ServerCallContext:

@@ -18,7 +18,8 @@ from starlette.responses import RedirectResponse, Response
 
 from blackboard import approvals, display, posting, presence
 from blackboard.errors import BlackboardError, InvalidInput
-from blackboard.http import daemon_of, on_error, principal_of, view_of
+from blackboard.guard import principal_of
+from blackboard.http import daemon_of, on_error, view_of
 from blackboard.models import Status
 from blackboard.web import auth, data, render
 
