@@ -21,10 +21,13 @@ module attribute `enabled`; nothing is stored on items, so untraced boards are u
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
+
+from blackboard.models import TRACEPARENT_PATTERN
 
 if TYPE_CHECKING:
     from blackboard.board import Board
@@ -174,6 +177,23 @@ def _parent(traceparent: str | None) -> Any:
         int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=_trace.TraceFlags(int(flags, 16))
     )
     return _trace.set_span_in_context(_trace.NonRecordingSpan(sc))
+
+
+@contextmanager
+def joined(traceparent: str | None) -> Iterator[None]:
+    """Make a caller's W3C `traceparent` (an HTTP request's header) the current parent, so what
+    is posted under it joins the caller's trace. Absent, invalid or tracing off: nothing (W3C
+    asks a receiver to ignore a traceparent it can't parse)."""
+    if not enabled or not traceparent or not re.match(TRACEPARENT_PATTERN, traceparent.strip()):
+        yield
+        return
+    from opentelemetry import context
+
+    token = context.attach(_parent(traceparent.strip()))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def _ns(ms: float) -> int:

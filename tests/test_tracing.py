@@ -405,3 +405,22 @@ def test_configured_endpoint_exports_otlp_http() -> None:
     for name in (b"post t.a", b"wait t.a", b"complete t.a", b"blackboard", b"d1"):
         assert name in body, name
     assert bytes.fromhex(goal_tp.split("-")[1]) in body  # the trace id, as OTLP's bytes
+
+
+async def test_an_http_post_with_a_traceparent_header_joins_the_callers_trace(
+    board_url: str, spans: InMemorySpanExporter
+) -> None:
+    from tests.test_http import client_for, running
+
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with running(board_url) as daemon, client_for(daemon) as c:
+        joined = (await c.post("/v1/items", json={"kind": "t.x"}, headers={"traceparent": caller})).json()
+        bad = (await c.post("/v1/items", json={"kind": "t.x"}, headers={"traceparent": "00-zz-1"})).json()
+        alone = (await c.post("/v1/items", json={"kind": "t.x"})).json()
+    found = {s.context.span_id: s for s in spans.get_finished_spans()}
+    trace_id, span_id = ids_of(joined["traceparent"])
+    assert trace_id == 0x0AF7651916CD43DD8448EB211C80319C  # the caller's trace
+    assert parent_id(found[span_id]) == 0xB7AD6B7169203331  # under the caller's span
+    for other in (bad, alone):  # an invalid header is ignored: the post starts its own trace
+        trace, span = ids_of(other["traceparent"])
+        assert trace != trace_id and found[span].parent is None
