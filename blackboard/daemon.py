@@ -22,7 +22,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from blackboard import approvals, connection, gauges, plugins, policy, presence
+from blackboard import approvals, connection, gauges, plugins, policy, presence, retention
 from blackboard.agents import Agent
 from blackboard.board import Board
 from blackboard.errors import BlackboardError, InvalidInput
@@ -68,6 +68,7 @@ class Daemon:
         self._stopping = False
         self._tg: TaskGroup | None = None
         self._files_policy: policy.Policy | None = None  # what this daemon's policy files say
+        self._retention_cursor: str | None = None  # where the next retention sweep goes on
         self.board = Board(
             connection.connect(settings.url),
             settings.board,
@@ -282,6 +283,11 @@ class Daemon:
                 await self.board.reap()
                 if self.board.policy is not None and self.board.policy.approvals:
                     await approvals.decide_due(self.board)
+                if self.settings.retention is not None:  # a page of the lineage per beat, in turn
+                    n, self._retention_cursor = await retention.purge(
+                        self.board, self.settings.retention, cursor=self._retention_cursor, scan_limit=2000
+                    )
+                    self.metrics.purged.inc(n)
             except BlackboardError as e:
                 log.warning("reap failed", error=str(e))
 

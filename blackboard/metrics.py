@@ -174,6 +174,9 @@ class Metrics:
         self.audit_errors = Counter(
             "blackboard_audit_export_errors", "Audit exports that failed (broken chain, disk).", registry=r
         )
+        self.purged = Counter(
+            "blackboard_items_purged", "Items of finished goals deleted by retention.", registry=r
+        )
         am = ["agent", "model"]
         self.llm_requests = Counter(
             "blackboard_llm_requests", "Model calls, by outcome (ok or error).", [*am, "outcome"], registry=r

@@ -30,6 +30,7 @@ OPERATIONS = (
     "deny",
     "approve",
     "pause",
+    "purge",
 )
 
 
@@ -61,6 +62,7 @@ class Scripts:
     deny: Any
     approve: Any
     pause: Any
+    purge: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         "time exports; records leave Redis only once on disk).",
     )
     audit_interval: float = Field(5.0, gt=0, description="Seconds between audit exports.")
+    retention: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds after a goal's whole tree finished before the daemon deletes it from the "
+        "board (none: kept until `blackboard purge`).",
+    )
     audit_key: SecretStr | None = Field(
         None, description="HMAC key of the exported audit files' SHA-256 chain (verify needs the same key)."
     )

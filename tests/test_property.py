@@ -37,7 +37,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from blackboard import Backoff, Board, Claim, InvalidState, Item, LeaseLost
+from blackboard import Backoff, Board, Claim, InvalidState, Item, LeaseLost, retention
 from blackboard.ids import child_id
 from tests.conftest import FakeClock, unique_board
 from tests.support.invariants import TERMINAL, check_raw, read_raw, snapshot
@@ -520,6 +520,25 @@ class BoardMachine(RuleBasedStateMachine):
         with pytest.raises(InvalidState):
             self.call(self.board.requeue, [target])
         self.assert_unchanged(before, "requeue of an item that is not dead")
+
+    def finished_goals(self) -> list[str]:
+        roots = dict.fromkeys(self.items[i].root for i in self.order)
+        return [r for r in roots if all(m.status in TERMINAL for m in self.items.values() if m.root == r)]
+
+    @precondition(lambda self: bool(self.finished_goals()))
+    @rule()
+    def purge(self) -> None:
+        """Retention: every goal whose whole tree is finished goes, whole, and nothing else."""
+        goals = set(self.finished_goals())
+        gone = {i for i in self.order if self.items[i].root in goals}
+        self.clock.advance(0.001)  # everything finished before now
+        assert self.call(retention.purge_all, self.board, 0) == len(gone)
+        self.order = [i for i in self.order if i not in gone]
+        for i in gone:
+            del self.items[i]
+            self.results.pop(i, None)
+        self.idem = {k: v for k, v in self.idem.items() if v not in gone}
+        self.claims = [c for c in self.claims if c.id not in gone]
 
     @precondition(lambda self: bool(self.order))
     @rule(seconds=QUARTERS)

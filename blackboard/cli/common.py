@@ -141,6 +141,13 @@ def as_cli(board: Board) -> ReadView:
     return ReadView(board, CLI)
 
 
+def confirmed(yes: bool, what: str) -> None:
+    """Exit 2 unless `--yes` was given for an action that can't be undone (`what` it does)."""
+    if not yes:
+        err.print(f"error: --yes: {what}; say --yes")
+        raise typer.Exit(2)
+
+
 def parse_data(data: str | None) -> Any:
     if data is None:
         return None

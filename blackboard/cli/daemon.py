@@ -55,6 +55,7 @@ def run(
     ] = None,
     audit_dir: Annotated[Path | None, typer.Option(help=_desc("audit_dir"))] = None,
     audit_interval: Annotated[float | None, typer.Option(help=_desc("audit_interval"))] = None,
+    retention: Annotated[float | None, typer.Option(help=_desc("retention"))] = None,
     audit_key: Annotated[
         str | None, typer.Option(help=_desc("audit_key") + " Prefer BLACKBOARD_AUDIT_KEY (ps shows flags).")
     ] = None,
@@ -100,6 +101,7 @@ def run(
             policies=policies,
             audit_dir=audit_dir,
             audit_interval=audit_interval,
+            retention=retention,
             audit_key=audit_key,
             otel_endpoint=otel_endpoint,
         )

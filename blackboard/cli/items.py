@@ -20,6 +20,7 @@ from blackboard.cli.common import (
     app,
     as_cli,
     cancel_on_sigint,
+    confirmed,
     connect,
     console,
     dlq_app,
@@ -229,6 +230,28 @@ def cancel(item_id: str, url: Url = "memory://", board: BoardName = "default") -
             return await b.cancel(item_id, "cancelled from the CLI", actor=CLI)
 
     console.print(f"cancelled {run_async(main)} items")
+
+
+@app.command()
+def purge(
+    older_than: Annotated[
+        float, typer.Option("--older-than", min=0, help="Seconds since the goal's whole tree finished.")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="Yes, delete them.")] = False,
+    url: Url = "memory://",
+    board: BoardName = "default",
+) -> None:
+    """Delete finished goals from the board, whole trees (audited; under a policy it needs
+    `cancel` on `*`). The daemon does this itself with `--retention`."""
+    from blackboard import retention
+
+    confirmed(yes, "purging deletes finished goals and their results for good")
+
+    async def main() -> int:
+        async with await connect(url, board) as b:
+            return await retention.purge_all(b, older_than, actor=CLI)
+
+    console.print(f"purged {run_async(main)} items")
 
 
 @dlq_app.command("ls")

@@ -20,6 +20,7 @@ from blackboard.cli.common import (
     Url,
     app,
     as_cli,
+    confirmed,
     connect,
     console,
     echo_json,
@@ -100,9 +101,7 @@ def clear(
     policy files of their own store them again; remove those first."""
     from blackboard import policy
 
-    if not yes:
-        err.print("error: --yes: clearing the policy lets everyone do everything; say --yes")
-        raise typer.Exit(2)
+    confirmed(yes, "clearing the policy lets everyone do everything")
 
     async def main() -> str:
         async with await connect(url, board) as b:

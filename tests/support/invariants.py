@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blackboard import Board
+from blackboard.posting import ID_RE
 
 STATUSES = ("waiting", "open", "claimed", "done", "failed", "dead", "cancelled")
 TERMINAL = frozenset({"done", "dead", "cancelled"})
@@ -287,7 +288,8 @@ def _check_keys(board: Board, raw: Raw, errors: list[str]) -> None:
             errors.append(f"claim request {key} has no expiry (pttl {ttl}): it would never go")
         for pair in filter(None, value.split(",")):
             i, _, token = pair.partition("=")
-            if i not in raw.state or not token:
+            # The item may be gone (retention purged its goal): a resent request skips it.
+            if not ID_RE.match(i) or not token.isdigit():
                 errors.append(f"claim request {key} records {pair!r}, not an item=token pair")
     allowed.add(k.policy)
     stray = {key for key in raw.keys - allowed if not key.startswith(f"{k.tag}:memory:")}
