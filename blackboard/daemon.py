@@ -22,7 +22,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from blackboard import approvals, connection, gauges, plugins, policy, presence, retention
+from blackboard import approvals, connection, gauges, plugins, policy, presence, retention, tracing
 from blackboard.agents import Agent
 from blackboard.board import Board
 from blackboard.errors import BlackboardError, InvalidInput
@@ -91,9 +91,15 @@ class Daemon:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until SIGTERM/SIGINT (or `stop()`), then shut down gracefully."""
-        # Every log line of this daemon's tasks (they inherit the context) names board and daemon.
-        with structlog.contextvars.bound_contextvars(board=self.settings.board, daemon=self.id):
-            await self._run(task_status)
+        traced = tracing.configure(self.settings.otel_endpoint, instance=self.id)  # off: imports nothing
+        try:
+            # Every log line of this daemon's tasks (they inherit the context) names board and daemon.
+            with structlog.contextvars.bound_contextvars(board=self.settings.board, daemon=self.id):
+                await self._run(task_status)
+        finally:
+            if traced:  # flush the spans still batched (in a thread: it may wait for the collector)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(tracing.shutdown)
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
         try:

@@ -424,3 +424,18 @@ async def test_an_http_post_with_a_traceparent_header_joins_the_callers_trace(
     for other in (bad, alone):  # an invalid header is ignored: the post starts its own trace
         trace, span = ids_of(other["traceparent"])
         assert trace != trace_id and found[span].parent is None
+
+
+async def test_a_daemon_turns_tracing_on_from_its_settings_and_off_when_it_stops(
+    board_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")  # configured, exporting nowhere that waits
+    assert not tracing.enabled
+    daemon = Daemon(daemon_settings(board_url, unique_board(), []))
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert tracing.enabled  # a program embedding a Daemon traces as `blackboard run` does
+        goal = await daemon.board.post("t.x")
+        assert goal.traceparent is not None
+        daemon.stop()
+    assert not tracing.enabled  # the last daemon that configured it flushed and stopped it

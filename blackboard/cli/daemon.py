@@ -68,7 +68,7 @@ def run(
     """
     from pydantic import ValidationError
 
-    from blackboard import logs, tracing
+    from blackboard import logs
     from blackboard.daemon import Daemon, check_bind
     from blackboard.settings import load_settings
 
@@ -114,22 +114,16 @@ def run(
 
     async def main() -> None:
         check_bind(settings)
-        daemon = Daemon(settings, until_idle=until_idle)
-        traced = tracing.configure(settings.otel_endpoint, instance=daemon.id)  # off: imports nothing
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(daemon.run)
-                followers = []
-                if demo:
-                    followers.append(partial(run_demo, daemon))
-                if template is not None:
-                    followers.append(partial(run_goal, daemon, *template))
-                if followers:
-                    tg.start_soon(follow_until_stopped, daemon, followers)
-        finally:
-            if traced:  # flush the spans still batched (in a thread: it may wait for the collector)
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(tracing.shutdown)
+        daemon = Daemon(settings, until_idle=until_idle)  # it turns tracing on, if configured
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            followers = []
+            if demo:
+                followers.append(partial(run_demo, daemon))
+            if template is not None:
+                followers.append(partial(run_goal, daemon, *template))
+            if followers:
+                tg.start_soon(follow_until_stopped, daemon, followers)
 
     run_async(main)
 
