@@ -10,7 +10,6 @@ page whose DNS name is rebound to 127.0.0.1 can't drive it.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -19,7 +18,15 @@ from starlette.responses import JSONResponse, Response
 
 from blackboard.web import auth as web_auth
 
+MAX_BODY = 2 << 20  # the largest request body the API takes
 API = ("/v1", "/mcp", "/a2a")  # the routes behind the bearer token (or, on an open daemon, loopback names)
+
+
+def media_type(request: Request) -> str:
+    """The request's content type without parameters, lower-cased ("" when it sends none). The
+    API takes bodies only as application/json: a browser sends that cross-site only after a
+    CORS preflight, which the daemon never answers, so another site's forms can't post."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def error(status: int, kind: str, message: str, field: str | None = None) -> JSONResponse:
@@ -47,13 +54,10 @@ class TokenAuth(BaseHTTPMiddleware):
     def __init__(self, app: Any, tokens: dict[str, str]) -> None:
         super().__init__(app)
         self.tokens = tokens
-        self.expected = [(f"Bearer {token}".encode(), principal) for principal, token in tokens.items()]
 
     def bearer(self, request: Request) -> str | None:
-        given = request.headers.get("authorization", "").encode()
-        # compare with every token, so the time taken does not say which one nearly matched
-        found = [p for expected, p in self.expected if secrets.compare_digest(given, expected)]
-        return found[0] if found else None
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return web_auth.principal_for_token(given, self.tokens) if scheme == "Bearer" else None
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path

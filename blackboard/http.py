@@ -53,14 +53,13 @@ from starlette.schemas import SchemaGenerator
 from blackboard import mcpserver, posting, presence, tracing, web
 from blackboard.display import traced
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
-from blackboard.guard import LoopbackOnly, TokenAuth, error, principal_of
+from blackboard.guard import MAX_BODY, LoopbackOnly, TokenAuth, error, media_type, principal_of
 from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
 from blackboard.views import ReadView
 
 if TYPE_CHECKING:
     from blackboard.daemon import Daemon
 
-MAX_BODY = 2 << 20
 EVENT_CURSOR_RE = re.compile(r"^\d{1,19}(-\d{1,19})?$")  # a Redis stream id (under 2**64)
 POST_FIELDS = (
     "priority",
@@ -110,10 +109,7 @@ async def read_json(request: Request) -> dict[str, Any]:
     body = await request.body()
     if len(body) > MAX_BODY:
         raise InvalidInput("body", f"over {MAX_BODY} bytes")
-    # A browser sends JSON cross-site only after a CORS preflight, which the daemon never
-    # answers: insisting on it keeps another site's forms from posting to an open daemon.
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if body and ctype != "application/json":
+    if body and (ctype := media_type(request)) != "application/json":
         raise InvalidInput("content-type", f"expected application/json, got {ctype or 'none'!r}")
     try:
         data = json.loads(body or b"null")

@@ -37,6 +37,7 @@ from blackboard import __version__, policy, posting, presence
 from blackboard.board import Board
 from blackboard.display import final_item, finished, traced
 from blackboard.errors import BlackboardError, InvalidInput, ItemNotFound
+from blackboard.guard import MAX_BODY, media_type
 from blackboard.kinds import is_glob
 from blackboard.models import TERMINAL_STATUSES, Item, TreeNode
 from blackboard.views import ReadView
@@ -48,7 +49,6 @@ __all__ = ["DEFAULT_PRINCIPAL", "HttpEndpoint", "build"]
 
 DEFAULT_PRINCIPAL = "mcp"  # who a stdio client acts as under the board's policy
 REFRESH = 2.0  # seconds a process without a daemon keeps the board's policy and schemas
-MAX_BODY = 2 << 20
 MAX_WAIT = 3600.0
 CANCELLED = "cancelled over MCP"
 ITEM_URI, TREE_URI = "blackboard://items/{id}", "blackboard://goals/{id}/tree"
@@ -403,17 +403,15 @@ class HttpEndpoint:
         return self.manager.run()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            ctype = Request(scope).headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                # A cross-site form can't send JSON without a CORS preflight, which never passes.
-                body = {
-                    "error": {
-                        "type": "InvalidInput",
-                        "field": "content-type",
-                        "message": f"content-type: expected application/json, got {ctype or 'none'!r}",
-                    }
+        post = scope["type"] == "http" and scope["method"] == "POST"
+        if post and (ctype := media_type(Request(scope))) != "application/json":  # as for /v1
+            body = {
+                "error": {
+                    "type": "InvalidInput",
+                    "field": "content-type",
+                    "message": f"content-type: expected application/json, got {ctype or 'none'!r}",
                 }
-                await JSONResponse(body, status_code=415)(scope, receive, send)
-                return
+            }
+            await JSONResponse(body, status_code=415)(scope, receive, send)
+            return
         await self.manager.handle_request(scope, receive, send)

@@ -83,8 +83,7 @@ from blackboard.a2a import plain
 from blackboard.agents import AgentSpec
 from blackboard.display import final_item, finished
 from blackboard.errors import BlackboardError, InvalidInput, InvalidState, ItemNotFound
-from blackboard.guard import principal_of
-from blackboard.http import MAX_BODY
+from blackboard.guard import MAX_BODY, media_type, principal_of
 from blackboard.models import Item, Status, TreeNode
 from blackboard.policy import BudgetExceeded, PolicyDenied, RepeatedPost
 from blackboard.views import ReadView
@@ -418,8 +417,7 @@ def routes(daemon: Daemon) -> list[BaseRoute]:
         # CORS preflight, which the daemon never answers).
         if len(await request.body()) > MAX_BODY:
             return _rpc_error(413, f"body over {MAX_BODY} bytes")
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
+        if (ctype := media_type(request)) != "application/json":
             return _rpc_error(415, f"expected content-type application/json, got {ctype or 'none'!r}")
         return await dispatcher.handle_requests(request)
 
