@@ -22,6 +22,7 @@ from blackboard.errors import InvalidURL
 SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
 # Blocking reads (BLPOP, XREAD BLOCK) wait at most this long, under the socket timeout.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # host names that mean this machine
 SOCKET_TIMEOUT = 30.0
 MAX_BLOCK = 20.0
 

@@ -438,7 +438,7 @@ def longest_shutdown(grace: float) -> float:
 
 def check_bind(settings: Settings) -> None:
     """Refuse to serve the API beyond loopback without a token."""
-    loopback = settings.host in ("127.0.0.1", "localhost", "::1")
+    loopback = settings.host in connection.LOOPBACK
     if settings.http and not loopback and settings.api_token is None and not settings.api_principals:
         raise InvalidInput(
             "host", f"binding to {settings.host} needs an API token (BLACKBOARD_API_TOKEN or --api-token)"

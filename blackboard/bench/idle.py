@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from blackboard import ids
+from blackboard import connection, ids
 from blackboard.bench.support import (
     IDLE_CPU_LIMIT,
     TARGETS,
@@ -38,7 +38,7 @@ def _server_cpu(info: dict[str, Any] | None, suffix: str = "") -> float | None:
 def _local_server_process(url: str, pid: int | None) -> Any:
     """A psutil handle on the redis-server process when it runs on this machine, else None."""
     host = urlsplit(url).hostname or ""
-    if pid is None or not (url.startswith("unix:") or host in ("127.0.0.1", "localhost", "::1")):
+    if pid is None or not (url.startswith("unix:") or host in connection.LOOPBACK):
         return None
     try:
         import psutil

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from blackboard import connection
 from blackboard.bench.support import _drop, _info, percentile
 from blackboard.board import Board
 from blackboard.errors import InvalidInput
@@ -41,7 +42,6 @@ KIND = "load.task"
 MAX_AGENTS = 100_000
 MAX_DURATION = 600.0
 MAX_PROCESSES = 16
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STARTUP_TIMEOUT = 120.0  # seconds for every simulated agent to look for work once
 IDLE_WAIT = 30.0  # mean seconds an idle simulated agent blocks before it looks again anyway
 SAMPLE_CAP = 20_000  # pickup samples each process reports (a uniform sample beyond that)
@@ -49,7 +49,7 @@ SAMPLE_CAP = 20_000  # pickup samples each process reports (a uniform sample bey
 
 def check_loopback(url: str) -> None:
     host = urlsplit(url).hostname
-    if not url.startswith("redis://") or host not in LOOPBACK:
+    if not url.startswith("redis://") or host not in connection.LOOPBACK:
         raise InvalidInput("redis", f"the load test runs against a local redis:// only, got {url!r}")
 
 
