@@ -20,10 +20,10 @@ COMMANDS = (
     # scripts (EVALSHA, reloaded with SCRIPT LOAD after a restart) and transactions
     "evalsha", "eval", "script|load", "multi", "exec", "discard",
     # hashes, sorted sets, sets, lists, strings, streams
-    "hget", "hmget", "hset", "hdel", "hgetall", "hexists", "hincrby",
+    "hget", "hmget", "hset", "hsetnx", "hdel", "hgetall", "hexists", "hincrby",
     "zadd", "zrem", "zcard", "zscore", "zrange", "zrangebyscore", "zrangebylex", "zlexcount",
     "sadd", "smembers", "rpush", "llen", "blpop", "lpop", "ltrim",
-    "get", "set", "del", "unlink", "expire", "pexpire", "pttl",
+    "get", "set", "del", "exists", "unlink", "expire", "pexpire", "pttl",
     "xadd", "xtrim", "xlen", "xrange", "xrevrange", "xread",
     # connection and clock
     "ping", "hello", "auth", "select", "client|setname", "time",
@@ -41,6 +41,7 @@ def render(board: str, principal: str, password: str | None = None) -> tuple[str
     if any(c.isspace() for c in password) or not principal.replace("-", "").replace("_", "").isalnum():
         raise ValueError("principal: letters, digits, '-' and '_'; password: no spaces")
     keys = Keyspace(board)
+    shards = Keyspace(board, 0).tag.replace(":0}", ":*}")  # {bb:<board>:*}: any shard's tag
     rule = [
         "ACL SETUSER",
         user_name(board, principal),
@@ -48,6 +49,7 @@ def render(board: str, principal: str, password: str | None = None) -> tuple[str
         "on",
         f">{password}",
         f"~{keys.tag}:*",  # every key of the board, and only those
+        f"~{shards}:*",  # ... or of its shards, when it has several
         "resetchannels",  # the runtime uses no pub/sub
         "-@all",
         *(f"+{c}" for c in COMMANDS),

@@ -30,13 +30,15 @@ from blackboard.errors import (
     InvalidState,
     ItemNotFound,
     LeaseLost,
+    UnknownItem,
 )
 from blackboard.finishing import BoardFinisher
-from blackboard.keys import Keyspace
+from blackboard.keys import Keyspace, check_shards, shard_keyspaces
 from blackboard.kinds import KindRegistry, Schema, check_kind
 from blackboard.models import Claim, Item, NewItem
 from blackboard.policy import Policy
 from blackboard.scripts import Scripts
+from blackboard.sharding import stored_shard_count
 from blackboard.waker import Waker
 
 T = TypeVar("T")
@@ -62,6 +64,7 @@ class Board(BoardFinisher):
         clock: Callable[[], float] | None = None,
         on_redis_error: Callable[[BaseException], None] | None = None,
         on_lease_expired: Callable[[str, int], None] | None = None,
+        shards: int = 1,
     ) -> None:
         if half_life < 1:
             raise InvalidInput("half_life", f"expected seconds >= 1, got {half_life!r}")
@@ -69,7 +72,12 @@ class Board(BoardFinisher):
             raise InvalidInput("max_payload_bytes", f"expected > 0, got {max_payload_bytes!r}")
         self.name = board
         self.url = url
-        self.keys = Keyspace(board)
+        self.shards = check_shards(shards)
+        # Every shard's keys; a goal lives on `keys_of(its id)`. Board-wide settings (schemas,
+        # guards' source of truth, policy, presence, rate limits) live on the first, the home.
+        self.shard_keys = shard_keyspaces(board, shards)
+        self.keys = self.shard_keys[0]
+        self._next_shard = 0  # where the next claim starts, so every shard is served in turn
         self.registry = KindRegistry()
         self.strict = strict
         self.max_payload_bytes = max_payload_bytes
@@ -89,10 +97,23 @@ class Board(BoardFinisher):
         self.waker = Waker(self)
 
     @classmethod
-    async def connect(cls, url: str = "memory://", board: str = "default", **options: Any) -> Board:
-        """Connect to `board` at `url` (see `blackboard.connection`) and load its kind schemas."""
-        self = cls(connection.connect(url), board, url=url, **options)
+    async def connect(
+        cls, url: str = "memory://", board: str = "default", shards: int | None = None, **options: Any
+    ) -> Board:
+        """Connect to `board` at `url` (see `blackboard.connection`) and load its kind schemas.
+
+        `shards=K` spreads the board's goals over K hash tags (K Redis Cluster slots, so up to
+        K masters). A board keeps the count it was first used with: None (the default) takes
+        that count (1 for a new board), another raises `InvalidInput` (see `check_shard_count`).
+        """
+        self = cls(connection.connect(url), board, url=url, shards=shards or 1, **options)
         try:
+            if (
+                shards is None
+                and (found := await self.retrying(lambda: stored_shard_count(self.redis, board))) > 1
+            ):
+                self = cls(self.redis, board, url=url, shards=found, **options)
+            await self.check_shard_count()
             await self.load_kinds()
         except BaseException:  # refused or unreachable: don't leave the client's connections open
             with anyio.CancelScope(shield=True):
@@ -139,11 +160,15 @@ class Board(BoardFinisher):
         args: dict[str, Any],
         actor: str | None = None,
         extra_keys: Sequence[str] = (),
+        *,
+        keys: Keyspace | None = None,
     ) -> Any:
-        """Run an operation script, supplying the per-kind keys it asks for.
+        """Run an operation script on one shard (`keys`, default the first), supplying the
+        per-kind keys it asks for.
 
         KEYS are the fixed keys, four per kind, then `extra_keys` (see each script's header).
         """
+        ks = keys or self.keys
         wanted = list(dict.fromkeys(kind_list))
         for _ in range(5):
             ctx: dict[str, Any] = {"kinds": wanted, "maxlen": self.events_maxlen}
@@ -155,9 +180,11 @@ class Board(BoardFinisher):
                 ctx["daemon"] = self.daemon_id
             if self.policy is not None:
                 ctx["policy"] = self.policy.version
-            keys = [*self.keys.fixed, *(k for kind in wanted for k in self.keys.kind_keys(kind)), *extra_keys]
+            if self.shards > 1:
+                ctx["shard"] = ks.index
+            names = [*ks.fixed, *(k for kind in wanted for k in ks.kind_keys(kind)), *extra_keys]
             argv = [json.dumps(ctx), json.dumps(args)]
-            raw = await self.retrying(lambda: script(keys=keys, args=argv))  # noqa: B023
+            raw = await self.retrying(lambda: script(keys=names, args=argv))  # noqa: B023
             if isinstance(raw, list):
                 return raw
             out = json.loads(raw)
@@ -186,8 +213,13 @@ class Board(BoardFinisher):
                 self.registry.load(name, json.loads(v))
 
     async def kinds(self) -> list[str]:
-        """Every kind ever posted to this board."""
-        raw = await self.retrying(lambda: self.redis.smembers(self.keys.kinds))
+        """Every kind ever posted to this board (on any shard)."""
+        found = await self.each_shard(self.shard_kinds)
+        return sorted(set().union(*found))
+
+    async def shard_kinds(self, keys: Keyspace) -> list[str]:
+        """Every kind ever posted to one shard."""
+        raw = await self.retrying(lambda: self.redis.smembers(keys.kinds))
         return sorted(k.decode() for k in raw)
 
     async def expand_kinds(self, patterns: Sequence[str]) -> list[str]:
@@ -210,7 +242,7 @@ class Board(BoardFinisher):
 
     async def post_many(self, items: Sequence[NewItem], *, actor: str | None = None) -> list[Item]:
         """Post a batch in one atomic step: all written, or (on bad input) none."""
-        posted = await self._post_specs(posting.with_ids(items), actor, "items")
+        posted = await self._post_specs(posting.with_ids(items, shards=self.shards), actor, "items")
         return [it for it in await self.get_many([p[0] for p in posted]) if it is not None]
 
     async def _post_specs(self, items: Sequence[NewItem], actor: str | None, field: str) -> Any:
@@ -235,15 +267,42 @@ class Board(BoardFinisher):
             actor=actor,
             field=field,
         )
+        posting.check_shards(items, self.shards, field)
         policy.annotate(self.policy, specs, items)
-        out = await self._run(self._scripts.post, (s["kind"] for s in specs), {"items": specs}, actor)
-        if "err" in out:
-            raise self._refused(out) or self._unknown_item(
-                out, specs, items, field if len(items) > 1 else None
+        groups = self.by_shard(spec["id"] for spec in specs)
+        if len(groups) > 1:  # written shard by shard: refuse unknown references before any is
+            await self._check_references(items, field if len(items) > 1 else None)
+        by_spec: dict[str, Any] = {}
+
+        async def write(keys: Keyspace) -> None:
+            group = [specs[n] for n in groups[keys.index]]
+            out = await self._run(
+                self._scripts.post, (s["kind"] for s in group), {"items": group}, actor, keys=keys
             )
-        # out["ok"] follows the specs' order; an existing idempotency key maps to another id.
-        by_spec = {spec["id"]: res for spec, res in zip(specs, out["ok"], strict=True)}
-        return [by_spec[it.id] for it in items]
+            if "err" in out:
+                raise self._refused(out) or self._unknown_item(
+                    out, group, items, field if len(items) > 1 else None
+                )
+            # out["ok"] follows the specs' order; an existing idempotency key maps to another id.
+            by_spec.update({spec["id"]: res for spec, res in zip(group, out["ok"], strict=True)})
+
+        # One atomic step per shard: a goal is never half-posted (all of it is on one shard).
+        await self.each_shard(write, sorted(groups))
+        return [by_spec[str(it.id)] for it in items]
+
+    async def _check_references(self, items: Sequence[NewItem], field: str | None) -> None:
+        """Raise `UnknownItem` for the first parent or dependency that is neither in the batch
+        nor on the board (the post script checks the same, but only on its own shard)."""
+        batch = {it.id for it in items}
+        refs = [r for it in items for r in (it.parent, *it.after) if r is not None and r not in batch]
+        known = {r for r, it in zip(refs, await self.get_many(refs), strict=True) if it is not None}
+        for n, it in enumerate(items):
+            for what, ref in [("parent", it.parent), *(("after", dep) for dep in it.after)]:
+                if ref is not None and ref not in batch and ref not in known:
+                    raise UnknownItem(
+                        f"{field}[{n}].{what}" if field else what,
+                        f"no item with id {ref!r} on board {self.name!r}; post it first",
+                    )
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -264,11 +323,36 @@ class Board(BoardFinisher):
         names = await self.expand_kinds(kinds)
         if not names:
             return [], None
+        started_ns = time.time_ns() if tracing.enabled else 0
+        # Shards in turn, from one further on each call, so none starves: take what the first
+        # has, the rest from the next, and so on (an idle board costs one call per shard).
+        start = self._next_shard
+        self._next_shard = (start + 1) % self.shards
+        claims: list[Claim] = []
+        due: float | None = None
+        for step in range(self.shards):
+            keys = self.shard_keys[(start + step) % self.shards]
+            got, shard_due = await self._claim_shard(keys, agent, names, n - len(claims), lease)
+            claims += got
+            if shard_due is not None and (due is None or shard_due < due):
+                due = shard_due
+            if len(claims) == n:
+                break
+        if tracing.enabled and claims:
+            claims = tracing.claimed(self, claims, started_ns)
+        return claims, due
+
+    def claim_from(self, shard: int) -> None:
+        """Start the next claim at `shard` (a wake-up came from there), then go on in turn."""
+        self._next_shard = shard
+
+    async def _claim_shard(
+        self, keys: Keyspace, agent: str, names: list[str], n: int, lease: float
+    ) -> tuple[list[Claim], float | None]:
         args = {"agent": agent, "n": n, "lease_ms": int(lease * 1000), "kinds": names}
         # A request id makes the claim safe to resend after a lost reply (see claim.lua).
-        request = f"{self.keys.tag}:claimreq:{uuid.uuid4().hex}"
-        started_ns = time.time_ns() if tracing.enabled else 0
-        raw = await self._run(self._scripts.claim, names, args, agent, extra_keys=[request])
+        request = f"{keys.tag}:claimreq:{uuid.uuid4().hex}"
+        raw = await self._run(self._scripts.claim, names, args, agent, extra_keys=[request], keys=keys)
         due = float(raw[0]) / 1000 if raw[0] else None
         if raw[1]:
             self._expired(dict(pair.split("=") for pair in raw[1].decode().split(",")))
@@ -278,8 +362,6 @@ class Board(BoardFinisher):
             claims.append(
                 Claim(item=item, token=item.lease_token or "", agent=agent, deadline=item.lease_deadline or 0)
             )
-        if tracing.enabled and claims:
-            claims = tracing.claimed(self, claims, started_ns)
         return claims, due
 
     async def wait_for_work(self, kinds: Sequence[str], timeout: float) -> bool:
@@ -295,16 +377,23 @@ class Board(BoardFinisher):
 
     async def heartbeat(self, claims: Sequence[Claim], lease: float = 30.0) -> list[Claim | LeaseLost]:
         """Extend the leases of `claims`; a claim no longer held comes back as `LeaseLost`."""
-        held = [{"id": c.id, "token": c.token} for c in claims]
-        out = await self._run(
-            self._scripts.heartbeat,
-            (c.item.kind for c in claims),
-            {"lease_ms": int(lease * 1000), "held": held},
-        )
-        return [
-            c.model_copy(update={"deadline": r}) if isinstance(r, int) else self._lost(c, r)
-            for c, r in zip(claims, out["ok"], strict=True)
-        ]
+        groups = self.by_shard(c.id for c in claims)
+        results: list[Claim | LeaseLost] = list(claims)
+
+        async def beat(keys: Keyspace) -> None:
+            mine = [claims[n] for n in groups[keys.index]]
+            held = [{"id": c.id, "token": c.token} for c in mine]
+            out = await self._run(
+                self._scripts.heartbeat,
+                (c.item.kind for c in mine),
+                {"lease_ms": int(lease * 1000), "held": held},
+                keys=keys,
+            )
+            for n, c, r in zip(groups[keys.index], mine, out["ok"], strict=True):
+                results[n] = c.model_copy(update={"deadline": r}) if isinstance(r, int) else self._lost(c, r)
+
+        await self.each_shard(beat, sorted(groups))
+        return results
 
     @staticmethod
     def _lost(claim: Claim, r: dict[str, Any]) -> LeaseLost:
@@ -318,7 +407,8 @@ class Board(BoardFinisher):
         posting.check_id(item_id, "id")
         if self.policy is not None:
             await policy.enforce(self, actor, "cancel", [(await self.get(item_id)).kind])
-        out = await self._run(self._scripts.cancel, [], {"id": item_id, "reason": reason}, actor)
+        args = {"id": item_id, "reason": reason}
+        out = await self._run(self._scripts.cancel, [], args, actor, keys=self.keys_of(item_id))
         if "err" in out:
             raise ItemNotFound(item_id)
         return int(out["ok"])
@@ -329,7 +419,7 @@ class Board(BoardFinisher):
         if not (isinstance(strength, int | float) and 0 < strength < 1e12):
             raise InvalidInput("strength", f"expected a number > 0, got {strength!r}")
         args = {"id": item_id, "strength": float(strength), "half_life_ms": int(self.half_life * 1000)}
-        out = await self._run(self._scripts.mark, [], args, actor)
+        out = await self._run(self._scripts.mark, [], args, actor, keys=self.keys_of(item_id))
         if "err" in out:
             raise ItemNotFound(item_id)
         return float(out["ok"])
@@ -341,13 +431,19 @@ class Board(BoardFinisher):
             posting.check_id(item_id, f"ids[{i}]")
         if self.policy is not None:
             await policy.enforce(self, actor, "post", (it.kind for it in await self.get_many(ids) if it))
-        out = await self._run(self._scripts.requeue, [], {"ids": list(ids)}, actor)
-        for r in out["ok"]:
+        groups = self.by_shard(ids)
+
+        async def requeue(keys: Keyspace) -> list[dict[str, Any]]:
+            args = {"ids": [ids[n] for n in groups[keys.index]]}
+            return list((await self._run(self._scripts.requeue, [], args, actor, keys=keys))["ok"])
+
+        done = [r for rs in await self.each_shard(requeue, sorted(groups)) for r in rs]
+        for r in done:
             if r.get("err") == "not_found":
                 raise ItemNotFound(r["id"])
             if "err" in r:
                 raise InvalidState(r["id"], r["status"], "dead")
-        return len(out["ok"])
+        return len(done)
 
     # -- guards -----------------------------------------------------------------------------
 
@@ -358,8 +454,8 @@ class Board(BoardFinisher):
         check_kind(review_kind, "review_kind")
         if review_kind == kind:
             raise InvalidInput("review_kind", "expected a kind other than the guarded one")
-        await self.retrying(lambda: self.redis.hset(self.keys.guards, kind, review_kind))
+        await self.each_shard(lambda ks: self.retrying(lambda: self.redis.hset(ks.guards, kind, review_kind)))
 
     async def unguard(self, kind: str) -> None:
         """Items of `kind` posted from now on are claimable without review."""
-        await self.retrying(lambda: self.redis.hdel(self.keys.guards, kind))
+        await self.each_shard(lambda ks: self.retrying(lambda: self.redis.hdel(ks.guards, kind)))

@@ -73,6 +73,7 @@ class Daemon:
             connection.connect(settings.url),
             settings.board,
             url=settings.url,
+            shards=settings.shards,
             strict=settings.strict,
             on_redis_error=self._redis_error,
             on_lease_expired=self._lease_expired,
@@ -270,8 +271,11 @@ class Daemon:
                     if started:
                         self.metrics.reconnects.inc()
                         log.info("redis reachable again")
+                    await self.board.check_shard_count()
                     await self.board.load_kinds()
                 self.redis_ok = True
+            except InvalidInput:  # the board's shard count is not the configured one: can't run
+                raise
             except Exception as e:  # any failure to reach Redis means unready, never dead
                 if self.redis_ok or not started:
                     log.warning("redis unreachable; daemon unready", error=str(e) or type(e).__name__)
@@ -361,7 +365,7 @@ class Daemon:
         """Move the board's audit records into `audit_dir`, every `audit_interval` (the board's
         lock lets one daemon at a time do it). A failure is logged and counted, never fatal."""
         from blackboard import audit
-        from blackboard.audit_export import AuditExporter
+        from blackboard.audit_export import AuditChainBroken, AuditExporter
 
         assert self.settings.audit_dir is not None
         key = self.settings.audit_key.get_secret_value().encode() if self.settings.audit_key else None
@@ -369,8 +373,11 @@ class Daemon:
         while True:
             try:
                 self.metrics.audit_exported.inc(await exporter.export())
-                head, done = await audit.head(self.board), await audit.exported(self.board)
-                self.metrics.audit_lag.set(head.seq - done.seq)
+                self.metrics.audit_lag.set(await audit.export_lag(self.board))  # all shards
+            except AuditChainBroken as e:  # the shards not broken were exported all the same
+                self.metrics.audit_exported.inc(e.exported)
+                self.metrics.audit_errors.inc()
+                log.error("audit export failed", error=f"{type(e).__name__}: {e}")
             except (BlackboardError, OSError) as e:
                 self.metrics.audit_errors.inc()
                 log.error("audit export failed", error=f"{type(e).__name__}: {e}")

@@ -15,6 +15,7 @@ from blackboard import policy, posting, tracing
 from blackboard.backoff import Backoff
 from blackboard.codec import dumps
 from blackboard.errors import BlackboardError, InvalidInput, LeaseLost, UnknownItem
+from blackboard.keys import Keyspace
 from blackboard.kinds import KindRegistry
 from blackboard.models import Claim, Item, ModelCall, NewItem, Status
 from blackboard.policy import Policy
@@ -102,11 +103,12 @@ class BoardFinisher(BoardReader):
         for claim, _, outputs in batch if self.policy is not None else ():  # outputs are posts
             await policy.enforce(self._board, claim.agent, "post", (self._as_new(o).kind for o in outputs))
         done: list[dict[str, Any]] = []
-        kinds_used: list[str] = []
+        kinds_used: list[list[str]] = []
         new_outputs: list[list[NewItem]] = []
         for i, (claim, result, outputs) in enumerate(batch):
             specs: list[dict[str, Any]] = []
             outs = posting.with_ids([self._as_new(o) for o in outputs], parent=claim.id)
+            posting.check_shards(outs, self._board.shards, "outputs")
             new_outputs.append(outs)
             if outs:
                 specs = posting.encode_batch(
@@ -128,14 +130,14 @@ class BoardFinisher(BoardReader):
             )
             if i < len(usage) and usage[i]:
                 done[-1]["usage"] = _calls(usage[i])
-            kinds_used += [claim.item.kind, *(s["kind"] for s in specs)]
-        out = await self._run(
-            self._scripts.complete, kinds_used, {"done": done}, batch[0][0].agent if batch else None
+            kinds_used.append([claim.item.kind, *(s["kind"] for s in specs)])
+        outcome = await self._settle(
+            self._scripts.complete, "done", done, kinds_used, batch[0][0].agent if batch else None
         )
-        wanted = [p[0] for r in out["ok"] if isinstance(r.get("ok"), list) for p in r["ok"]]
+        wanted = [p[0] for r in outcome if isinstance(r.get("ok"), list) for p in r["ok"]]
         fetched = {it.id: it for it in await self.get_many(wanted) if it is not None} if fetch_outputs else {}
         results: list[Outcome] = []
-        for (claim, _, _), r, sent, outs in zip(batch, out["ok"], done, new_outputs, strict=True):
+        for (claim, _, _), r, sent, outs in zip(batch, outcome, done, new_outputs, strict=True):
             if r.get("err") in ("stale", "not_found"):
                 results.append(self._lost(claim, r))
             elif refused := self._refused(r):
@@ -150,6 +152,30 @@ class BoardFinisher(BoardReader):
                 results.append([fetched[p[0]] for p in r["ok"]])
             else:
                 results.append([])
+        return results
+
+    async def _settle(
+        self,
+        script: Any,
+        field: str,
+        entries: list[dict[str, Any]],
+        kinds: list[list[str]],
+        actor: str | None,
+    ) -> list[dict[str, Any]]:
+        """Run a batch operation (`{field: entries}`) one step per shard of the entries' items;
+        the results come back in the entries' order."""
+        board = self._board
+        groups = board.by_shard(e["id"] for e in entries)
+        results: list[dict[str, Any]] = [{} for _ in entries]
+
+        async def run(keys: Keyspace) -> None:
+            mine = groups[keys.index]
+            used = [k for n in mine for k in kinds[n]]
+            out = await self._run(script, used, {field: [entries[n] for n in mine]}, actor, keys=keys)
+            for n, r in zip(mine, out["ok"], strict=True):
+                results[n] = r
+
+        await board.each_shard(run, sorted(groups))
         return results
 
     def _refused(self, err: dict[str, Any]) -> BlackboardError | None:
@@ -225,7 +251,8 @@ class BoardFinisher(BoardReader):
         return status
 
     async def _fail(self, claim: Claim, args: dict[str, Any]) -> Status:
-        r = (await self._run(self._scripts.fail, [claim.item.kind], args, claim.agent))["ok"][0]
+        keys = self._board.keys_of(claim.id)
+        r = (await self._run(self._scripts.fail, [claim.item.kind], args, claim.agent, keys=keys))["ok"][0]
         if "err" in r:
             raise self._lost(claim, r)
         if r["ok"] == "already":
@@ -236,9 +263,11 @@ class BoardFinisher(BoardReader):
         """Give claims back untouched (the attempt is not counted); stale ones are reported."""
         if not claims:
             return []
-        args = {"released": [{"id": c.id, "token": c.token} for c in claims]}
-        out = await self._run(self._scripts.release, (c.item.kind for c in claims), args, claims[0].agent)
-        return [self._lost(c, r) if "err" in r else None for c, r in zip(claims, out["ok"], strict=True)]
+        entries = [{"id": c.id, "token": c.token} for c in claims]
+        out = await self._settle(
+            self._scripts.release, "released", entries, [[c.item.kind] for c in claims], claims[0].agent
+        )
+        return [self._lost(c, r) if "err" in r else None for c, r in zip(claims, out, strict=True)]
 
     async def reap(self, limit: int = 1000) -> dict[str, int]:
         """Return expired leases to open (or dead) and promote due retries, on every kind.
@@ -246,13 +275,18 @@ class BoardFinisher(BoardReader):
         Claims do this for their own kinds as they go; run it periodically as a backstop.
         """
         totals = {"expired": 0, "promoted": 0}
-        names = await self.kinds()
-        for i in range(0, len(names), 50):
-            out = (await self._run(self._scripts.reap, names[i : i + 50], {"limit": limit}))["ok"]
-            for k in totals:
-                totals[k] += out[k]
-            if out["by_kind"]:  # cjson may give [] for an empty table
-                self._expired(out["by_kind"])
+
+        async def reap(keys: Keyspace) -> None:
+            names = await self._board.shard_kinds(keys)
+            for i in range(0, len(names), 50):
+                args = {"limit": limit}
+                out = (await self._run(self._scripts.reap, names[i : i + 50], args, keys=keys))["ok"]
+                for k in totals:
+                    totals[k] += out[k]
+                if out["by_kind"]:  # cjson may give [] for an empty table
+                    self._expired(out["by_kind"])
+
+        await self._board.each_shard(reap)
         return totals
 
     def _expired(self, by_kind: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from blackboard.models import Status
 
 if TYPE_CHECKING:
     from blackboard.board import Board
+    from blackboard.keys import Keyspace
     from blackboard.metrics import Metrics
 
 # Open ids per kind (and pending approvals) whose creation times the age gauges read each beat.
@@ -30,13 +31,18 @@ async def report(board: Board, metrics: Metrics) -> None:
     live = [d for d in await presence.daemons(board) if d.live]
     metrics.live_daemons.labels(name).set(len(live))
     metrics.live_agents.labels(name).set(sum(len(d.agents) for d in live))
-    waiting = await board.retrying(lambda: board.redis.zcard(board.keys.approvals))
-    metrics.approvals_pending.labels(name).set(waiting)
-    pending = await board.retrying(lambda: board.redis.zrange(board.keys.approvals, 0, OLDEST_SAMPLE - 1))
-    metrics.oldest_approval.labels(name).set(await _oldest(board, [i.decode() for i in pending]))
+
+    async def approvals_of(keys: Keyspace) -> tuple[int, float]:
+        waiting = await board.retrying(lambda: board.redis.zcard(keys.approvals))
+        pending = await board.retrying(lambda: board.redis.zrange(keys.approvals, 0, OLDEST_SAMPLE - 1))
+        return waiting, await _oldest(board, keys, [i.decode() for i in pending])
+
+    found = await board.each_shard(approvals_of)
+    metrics.approvals_pending.labels(name).set(sum(n for n, _ in found))
+    metrics.oldest_approval.labels(name).set(max(age for _, age in found))
     for verdict, seconds in await approvals.pop_waits(board):
         metrics.approval_wait.labels(verdict).observe(seconds)
-    metrics.audit_records.labels(name).set((await audit.head(board)).seq)
+    metrics.audit_records.labels(name).set(sum(h.seq for h in await audit.heads(board)))
     # Per kind: counts by status, the live agents that consume it, and the age of its oldest
     # due open item. Open ids sort by their goal's creation (a child keeps its goal's
     # timestamp), so the first OLDEST_SAMPLE of the status index are the oldest goals' open
@@ -48,28 +54,28 @@ async def report(board: Board, metrics: Metrics) -> None:
         consumers = sum(any(fnmatch.fnmatchcase(kind, p) for p in ps) for ps in patterns)
         metrics.kind_consumers.labels(name, kind).set(consumers)
         age = (
-            await _oldest(board, await _open_ids(board, kind), due=True)
+            max(await board.each_shard(lambda keys: _oldest_open(board, keys, kind)))  # noqa: B023
             if ks.by_status.get(Status.OPEN)
             else 0
         )
         metrics.oldest_open.labels(name, kind).set(age)
 
 
-async def _open_ids(board: Board, kind: str) -> list[str]:
+async def _oldest_open(board: Board, keys: Keyspace, kind: str) -> float:
     lo = f"[open|{kind}|".encode()
     got = await board.retrying(
-        lambda: board.redis.zrangebylex(board.keys.status, lo, lo + b"\xff", 0, OLDEST_SAMPLE)
+        lambda: board.redis.zrangebylex(keys.status, lo, lo + b"\xff", 0, OLDEST_SAMPLE)
     )
-    return [m.decode().rsplit("|", 1)[1] for m in got]
+    return await _oldest(board, keys, [m.decode().rsplit("|", 1)[1] for m in got], due=True)
 
 
-async def _oldest(board: Board, ids: list[str], *, due: bool = False) -> float:
+async def _oldest(board: Board, keys: Keyspace, ids: list[str], *, due: bool = False) -> float:
     """Seconds since the earliest `created_at` of `ids` (0: none), by this host's clock (the
     board's, if it has one). With `due`, items whose `not_before` is ahead (a delayed post, a
     retry's back-off) don't count."""
     if not ids:
         return 0.0
-    states = await board.retrying(lambda: board.redis.hmget(board.keys.state, ids))
+    states = await board.retrying(lambda: board.redis.hmget(keys.state, ids))
     now = (board.clock or time.time)() * 1000
     created = [
         st["created_at"]

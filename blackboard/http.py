@@ -60,7 +60,9 @@ from blackboard.views import ReadView
 if TYPE_CHECKING:
     from blackboard.daemon import Daemon
 
-EVENT_CURSOR_RE = re.compile(r"^\d{1,19}(-\d{1,19})?$")  # a Redis stream id (under 2**64)
+# A Redis stream id (under 2**64), or one per shard joined by ',' (a board of several shards).
+_STREAM_ID = r"\d{1,19}(-\d{1,19})?"
+EVENT_CURSOR_RE = re.compile(rf"^{_STREAM_ID}(,{_STREAM_ID}){{0,255}}$")
 POST_FIELDS = (
     "priority",
     "parent",

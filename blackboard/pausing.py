@@ -10,11 +10,13 @@ its kind, pausing the board `cancel` on every kind (`*`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from blackboard import policy
 from blackboard.board import Board
 from blackboard.errors import ItemNotFound
+from blackboard.keys import Keyspace
 
 
 async def _set(board: Board, goal: str | None, pause: bool, note: str, actor: str | None) -> int:
@@ -23,10 +25,14 @@ async def _set(board: Board, goal: str | None, pause: bool, note: str, actor: st
     else:
         await policy.enforce(board, actor, "cancel", [(await board.get(goal)).kind])
     args = {"pause": pause, "note": note, **({"goal": goal} if goal else {})}
-    out = await board._run(board._scripts.pause, (), args, actor)
-    if out.get("err") == "not_found":
-        raise ItemNotFound(str(goal))
-    return int(out["ok"])
+    if goal is not None:
+        out = await board._run(board._scripts.pause, (), args, actor, keys=board.keys_of(goal))
+        if out.get("err") == "not_found":
+            raise ItemNotFound(str(goal))
+        return int(out["ok"])
+    # The board: every shard, each in its own step (each with its own audit record).
+    outs = await board.each_shard(lambda keys: board._run(board._scripts.pause, (), args, actor, keys=keys))
+    return sum(int(out["ok"]) for out in outs)
 
 
 async def pause(board: Board, goal: str | None = None, note: str = "", *, actor: str | None = None) -> int:
@@ -40,13 +46,19 @@ async def resume(board: Board, goal: str | None = None, note: str = "", *, actor
 
 
 async def paused(board: Board) -> tuple[bool, list[str]]:
-    """Whether the board is paused, and which goals are."""
+    """Whether the board is paused (on any shard), and which goals are."""
 
-    async def read() -> tuple[Any, list[Any]]:
-        return (
-            await board.redis.hexists(board.keys.meta, "paused"),
-            await board.redis.hkeys(board.keys.paused),
+    async def read(keys: Keyspace) -> tuple[Any, list[Any]]:
+        return await board.retrying(
+            lambda: _both(board.redis.hexists(keys.meta, "paused"), board.redis.hkeys(keys.paused))
         )
 
-    whole, goals = await board.retrying(read)
-    return bool(whole), sorted(g.decode() if isinstance(g, bytes) else str(g) for g in goals)
+    found = await board.each_shard(read)
+    goals = [g for _, gs in found for g in gs]
+    return any(whole for whole, _ in found), sorted(
+        g.decode() if isinstance(g, bytes) else str(g) for g in goals
+    )
+
+
+async def _both(first: Awaitable[Any], second: Awaitable[Any]) -> tuple[Any, Any]:
+    return await first, await second

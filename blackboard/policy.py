@@ -407,7 +407,7 @@ async def tokens_left(board: Board, goal: str) -> int | None:
     overrun the budget by at most what they use between them."""
     if board.policy is None or not board.policy.budgets:
         return None
-    keys = board.keys
+    keys = board.keys_of(goal)
 
     async def read() -> list[Any]:
         async with board.redis.pipeline(transaction=False) as pipe:

@@ -139,8 +139,15 @@ def _encode_one(
     return {k: v for k, v in spec.items() if v is not None}
 
 
-def with_ids(items: Sequence[NewItem], parent: str | None = None, slot: str = "o") -> list[NewItem]:
-    """Give every item an id: deterministic under `parent` (slot + index), else a new ULID."""
+def with_ids(
+    items: Sequence[NewItem], parent: str | None = None, slot: str = "o", shards: int = 1
+) -> list[NewItem]:
+    """Give every item an id: deterministic under `parent` (slot + index), else a new one.
+
+    A new id starts like the item's parent's, or its first dependency's, so the item lands on
+    their shard; on a board of `shards` shards a goal posted with an idempotency key lands on
+    the key's shard, so posting it again finds the first.
+    """
     out = []
     for i, it in enumerate(items):
         update: dict[str, Any] = {}
@@ -149,6 +156,35 @@ def with_ids(items: Sequence[NewItem], parent: str | None = None, slot: str = "o
             if it.id is None:
                 update["id"] = ids.child_id(parent, f"{slot}{i}")
         elif it.id is None:
-            update["id"] = ids.new_id()
+            ref = it.parent if it.parent is not None else (it.after[0] if it.after else None)
+            if ref is not None and ID_RE.match(ref):  # (a malformed one is named by encode_batch)
+                update["id"] = ids.near_id(ref)
+            elif it.idempotency_key and shards > 1:
+                update["id"] = ids.id_on_shard(ids.key_shard(it.idempotency_key, shards), shards)
+            else:
+                update["id"] = ids.new_id()
         out.append(it.model_copy(update=update) if update else it)
     return out
+
+
+def check_shards(items: Sequence[NewItem], shards: int, field: str = "items") -> None:
+    """On a board of `shards` shards an item must live on the shard of its parent and of every
+    item it waits for: joins, budgets and cancels stay one single-shard step."""
+    if shards == 1:
+        return
+    for i, it in enumerate(items):
+        pre = f"{field}[{i}]." if len(items) > 1 or field != "items" else ""
+        assert it.id is not None  # with_ids ran first
+        here = ids.shard_of(it.id, shards)
+        refs = [("parent", it.parent)] if it.parent is not None else []
+        refs += [(f"after[{j}]", dep) for j, dep in enumerate(it.after)]
+        for where, ref in refs:
+            there = ids.shard_of(ref, shards)
+            if there != here:
+                raise InvalidInput(
+                    pre + where,
+                    f"on a board of {shards} shards an item lives on the shard of its parent and of "
+                    f"what it waits for, but {ref!r} is on shard {there} and id {it.id!r} on shard "
+                    f"{here}; leave id unset (it then follows its parent or first dependency), or "
+                    "wait only on items of the same goal",
+                )

@@ -18,6 +18,8 @@ import json
 from typing import TYPE_CHECKING
 
 from blackboard import policy
+from blackboard.errors import InvalidInput
+from blackboard.keys import Keyspace
 from blackboard.models import TERMINAL_STATUSES, Status
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 BATCH = 100  # goals per script call
 SCAN_LIMIT = 10_000  # lineage entries one sweep looks at
+DONE = "$"  # a shard's position once its sweep reached the end
 MAX_ITEMS = 50_000  # the largest tree deleted in one script (a bigger one is left, and logged)
 
 
@@ -49,13 +52,26 @@ async def purge(
         seconds, micros = await board.retrying(board.redis.time)
         now_ms = int(seconds) * 1000 + int(micros) // 1000
     before = int(now_ms - older_than * 1000)
-    roots, cursor = await _finished_roots(board, before, cursor, scan_limit)
-    purged = 0
-    for i in range(0, len(roots), BATCH):
-        args = {"roots": roots[i : i + BATCH], "before": before, "max_items": MAX_ITEMS}
-        out = await board._run(board._scripts.purge, (), args, actor or "retention")
-        purged += sum(int(r.get("n", 0)) for r in out["ok"])
-    return purged, cursor
+    # One position per shard, joined by ',' ("" = from the start, DONE = reached the end).
+    positions = cursor.split(",") if cursor else [""] * board.shards
+    if len(positions) != board.shards:
+        raise InvalidInput("cursor", f"expected {board.shards} positions joined by ',', got {cursor!r}")
+
+    async def sweep(keys: Keyspace) -> tuple[int, str]:
+        at = positions[keys.index]
+        if at == DONE:
+            return 0, DONE
+        roots, nxt = await _finished_roots(board, keys, before, at or None, scan_limit)
+        purged = 0
+        for i in range(0, len(roots), BATCH):
+            args = {"roots": roots[i : i + BATCH], "before": before, "max_items": MAX_ITEMS}
+            out = await board._run(board._scripts.purge, (), args, actor or "retention", keys=keys)
+            purged += sum(int(r.get("n", 0)) for r in out["ok"])
+        return purged, nxt or DONE
+
+    swept = await board.each_shard(sweep)
+    after = [nxt for _, nxt in swept]
+    return sum(n for n, _ in swept), (None if all(p == DONE for p in after) else ",".join(after))
 
 
 async def purge_all(board: Board, older_than: float, *, actor: str | None = None) -> int:
@@ -68,17 +84,17 @@ async def purge_all(board: Board, older_than: float, *, actor: str | None = None
 
 
 async def _finished_roots(
-    board: Board, before: int, cursor: str | None, scan_limit: int
+    board: Board, keys: Keyspace, before: int, cursor: str | None, scan_limit: int
 ) -> tuple[list[str], str | None]:
     """Goals whose own item finished before `before`, from the lineage index after `cursor`
     (their whole trees are checked by the script), and where the next scan starts."""
     roots: list[str] = []
     lo = b"(" + cursor.encode() if cursor else b"-"
     last = cursor.split("|", 1)[0] if cursor else ""  # a tree may span pages
-    page = await board.retrying(lambda: board.redis.zrangebylex(board.keys.lineage, lo, b"+", 0, scan_limit))
+    page = await board.retrying(lambda: board.redis.zrangebylex(keys.lineage, lo, b"+", 0, scan_limit))
     fresh = [r for r in dict.fromkeys(m.decode().split("|", 1)[0] for m in page) if r != last]
     if fresh:
-        states = await board.retrying(lambda: board.redis.hmget(board.keys.state, fresh))
+        states = await board.retrying(lambda: board.redis.hmget(keys.state, fresh))
         for root, raw in zip(fresh, states, strict=True):
             st = json.loads(raw) if raw else None
             if (

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
 
     url: str = Field("memory://", description="Board URL: memory://, redis://host:6379, redis+cluster://...")
     board: str = Field("default", description="Board name (a namespace in Redis).")
+    shards: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Shards of the board: its goals spread over this many hash tags (Redis Cluster "
+        "slots). Fixed when the board is first used; a daemon with another count refuses to start.",
+    )
     agents: list[Path] = Field(default_factory=lambda: [Path("agents")], description="Agent plugin folders.")
     entry_points: bool = Field(
         True, description="Also load agents from the 'blackboard.agents' entry points."

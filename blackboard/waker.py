@@ -11,6 +11,11 @@ that just finished an item is usually back within milliseconds; that saves resta
 A token popped for a kind nobody here waits on is pushed back to Redis (and the kind leaves the
 watch list), so another process waiting on that kind still gets it. A waiter whose kind is not on
 the watch list pushes to the control list, which ends the running BLPOP at once.
+
+A board of several shards has wake lists on each, and a BLPOP can only name keys of one slot, so
+the leader runs one BLPOP per shard at once (still one connection per shard, however many wait).
+A token is handed to a waiter other than the leader when one wants it, so the leader keeps its
+reads going; when the leader itself is woken, its other reads are cut short.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import anyio
 
 if TYPE_CHECKING:
     from blackboard.board import Board
+    from blackboard.keys import Keyspace
 
 # Longest single BLPOP: bounds how late a leader notices that its own waiter timed out.
 LEADER_BLOCK = 1.0
@@ -45,16 +51,38 @@ class _Waiter:
         self.signalled = False  # set with the event when a token came; else the event means "lead"
 
 
+class _Shard:
+    """One shard's wake lists as this handle reads them."""
+
+    def __init__(self, keys: Keyspace, owner: object) -> None:
+        self.index = keys.index
+        self.prefix = f"{keys.tag}:wake:"
+        self.control = f"{keys.tag}:wakectl:{os.getpid()}-{id(owner)}"
+        self.watching: frozenset[str] = frozenset()  # kinds of the BLPOP in flight
+
+
 class Waker:
     def __init__(self, board: Board) -> None:
         self.board = board
-        self.prefix = f"{board.keys.tag}:wake:"
-        self.control = f"{board.keys.tag}:wakectl:{os.getpid()}-{id(self)}"
+        self.shards = [_Shard(keys, self) for keys in board.shard_keys]
         self.waiters: set[_Waiter] = set()
         self.leader: _Waiter | None = None
-        self.watching: frozenset[str] = frozenset()  # kinds of the BLPOP in flight
         self.last_wanted: dict[str, float] = {}  # kind -> when a waiter last wanted it
         self.delivered: dict[str, tuple[float, int]] = {}  # kind -> (last token, waiters it woke)
+
+    @property
+    def prefix(self) -> str:
+        """The first shard's wake-list prefix (the only one of an unsharded board)."""
+        return self.shards[0].prefix
+
+    @property
+    def control(self) -> str:
+        return self.shards[0].control
+
+    @property
+    def watching(self) -> frozenset[str]:
+        """Kinds every shard's read in flight watches."""
+        return frozenset.intersection(*(s.watching for s in self.shards))
 
     async def wait(self, kinds: Sequence[str], timeout: float) -> bool:
         """Block until one of `kinds` is signalled (True) or `timeout` passes (False)."""
@@ -65,8 +93,9 @@ class Waker:
             while True:
                 if self.leader is None:
                     return await self._lead(me, deadline)
-                if not me.kinds <= self.watching:
-                    await self._interrupt()
+                unwatched = [s for s in self.shards if not me.kinds <= s.watching]
+                if unwatched:
+                    await self._interrupt(unwatched)
                 with anyio.move_on_after(deadline - time.monotonic()):
                     await me.event.wait()
                 if me.signalled or not me.event.is_set():
@@ -81,24 +110,40 @@ class Waker:
     async def _lead(self, me: _Waiter, deadline: float) -> bool:
         self.leader = me
         try:
-            while not me.signalled:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.watching = self._watch_list()
-                keys = [self.control, *(self.prefix + k for k in sorted(self.watching))]
-                block = max(0.01, min(remaining, LEADER_BLOCK))
-                got = await self.board.retrying(lambda: self.board.redis.blpop(keys, timeout=block))  # noqa: B023
-                if got is not None:
-                    await self._deliver(got[0].decode())
-            return True
+            if len(self.shards) == 1:
+                await self._listen(self.shards[0], me, deadline, None)
+            else:
+                for shard in self.shards:  # before the reads start, so waiters don't interrupt them
+                    shard.watching = self._watch_list()
+                async with anyio.create_task_group() as tg:
+                    for shard in self.shards:
+                        tg.start_soon(self._listen, shard, me, deadline, tg.cancel_scope)
+            return me.signalled
         finally:
             self.leader = None
-            self.watching = frozenset()
+            for shard in self.shards:
+                shard.watching = frozenset()
             # One that is still waiting: a woken one is on its way out and would never lead.
             successor = next((w for w in self.waiters if w is not me and not w.signalled), None)
             if successor is not None:
                 successor.event.set()  # not signalled: it takes the lead
+
+    async def _listen(
+        self, shard: _Shard, me: _Waiter, deadline: float, scope: anyio.CancelScope | None
+    ) -> None:
+        """The leader's reads of one shard's wake lists, until it is woken or its time is up."""
+        while not me.signalled:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            shard.watching = self._watch_list()
+            keys = [shard.control, *(shard.prefix + k for k in sorted(shard.watching))]
+            block = max(0.01, min(remaining, LEADER_BLOCK))
+            got = await self.board.retrying(lambda: self.board.redis.blpop(keys, timeout=block))  # noqa: B023
+            if got is not None:
+                await self._deliver(got[0].decode(), shard.index)
+        if scope is not None:
+            scope.cancel()  # the leader was woken: its reads of the other shards end too
 
     def _watch_list(self) -> frozenset[str]:
         now = time.monotonic()
@@ -106,10 +151,11 @@ class Waker:
             del self.last_wanted[k]
         return frozenset(self.last_wanted).union(*(w.kinds for w in self.waiters))
 
-    async def _deliver(self, key: str) -> None:
-        if key == self.control:
+    async def _deliver(self, key: str, shard: int = 0) -> None:
+        here = self.shards[shard]
+        if key == here.control:
             return  # only there to end the BLPOP so the leader re-reads the kinds
-        kind = key[len(self.prefix) :]
+        kind = key[len(here.prefix) :]
         # A token soon after the last one for the kind means a burst (claims found work left
         # and passed the token on): wake twice as many each time, back to WAKE_FANOUT when calm.
         now = time.monotonic()
@@ -117,21 +163,27 @@ class Waker:
         fanout = min(self.delivered[kind][1] * 2, MAX_FANOUT) if burst else WAKE_FANOUT
         self.delivered[kind] = (now, fanout)
         # Not those already woken that haven't left yet: a token spent on them would wake nobody.
-        woken = [w for w in self.waiters if kind in w.kinds and not w.signalled][:fanout]
+        # The leader last: woken, it stops reading (and on several shards cuts its reads short).
+        wanting = [w for w in self.waiters if kind in w.kinds and not w.signalled]
+        woken = [w for w in wanting if w is not self.leader][:fanout] or wanting[:1]
         for w in woken:
             w.signalled = True
             w.event.set()
-        if not woken:
+        if woken:
+            self.board.claim_from(shard)  # they claim where the work is first
+        else:
             # Nobody here wants it now: give the token back for other processes, and stop
             # watching the kind so the next BLPOP doesn't take it again.
             self.last_wanted.pop(kind, None)
             await self.board.retrying(lambda: self.board.redis.rpush(key, "1"))
 
-    async def _interrupt(self) -> None:
-        async def push() -> None:
-            async with self.board.redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(self.control, "1")
-                pipe.expire(self.control, 60)  # a leftover token outlives no process for long
-                await pipe.execute()
+    async def _interrupt(self, shards: Sequence[_Shard]) -> None:
+        for shard in shards:
 
-        await self.board.retrying(push)
+            async def push(control: str = shard.control) -> None:
+                async with self.board.redis.pipeline(transaction=True) as pipe:
+                    pipe.rpush(control, "1")
+                    pipe.expire(control, 60)  # a leftover token outlives no process for long
+                    await pipe.execute()
+
+            await self.board.retrying(push)

@@ -214,6 +214,7 @@ async def test_bad_board_names(name: str) -> None:
         await Board.connect("memory://", board=name)
 
 
+@pytest.mark.unsharded  # items wait on other goals' items
 async def test_bad_output_is_named_by_its_place_in_the_call(board: Board) -> None:
     await board.post("g")
     [claim] = await board.claim("w", ["g"])

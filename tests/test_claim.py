@@ -21,12 +21,14 @@ async def test_claim_leases_with_token_deadline_and_attempt(board: Board, clock)
     assert await board.claim("w2", ["k"]) == []  # one worker at a time
 
 
+@pytest.mark.unsharded  # claim order, tokens and requests are per shard
 async def test_each_claim_gets_a_fresh_increasing_token(board: Board) -> None:
     await board.post_many([NewItem(kind="k") for _ in range(3)])
     tokens = [c.token for c in await board.claim("w", ["k"], n=3)]
     assert len(set(tokens)) == 3 and tokens == sorted(tokens, key=int)
 
 
+@pytest.mark.unsharded  # claim order, tokens and requests are per shard
 async def test_higher_priority_first_then_oldest_first(board: Board) -> None:
     low = await board.post("k", priority=0)
     high = await board.post("k", priority=5)
@@ -51,6 +53,7 @@ async def test_glob_kinds_claim_matching_kinds_only(board: Board) -> None:
     assert got == ["research.finding", "research.task"]
 
 
+@pytest.mark.unsharded  # claim order, tokens and requests are per shard
 async def test_marks_raise_claim_order_and_decay(board: Board, clock) -> None:
     first = await board.post("k")
     weak = await board.post("k")
@@ -64,6 +67,7 @@ async def test_marks_raise_claim_order_and_decay(board: Board, clock) -> None:
     assert got == [strong.id, weak.id, first.id]
 
 
+@pytest.mark.unsharded  # claim order is per shard
 async def test_old_marks_lose_to_fresh_ones_of_equal_strength(board: Board, clock) -> None:
     old = await board.post("k")
     new = await board.post("k")
@@ -114,6 +118,7 @@ async def test_claim_due_reports_when_delayed_work_comes(board: Board, clock) ->
     assert claims == [] and due == pytest.approx(clock.now + 30, abs=0.01)
 
 
+@pytest.mark.unsharded  # claim order, tokens and requests are per shard
 async def test_a_resent_claim_request_returns_the_same_claims_and_takes_nothing_new(board: Board) -> None:
     # What a retry after a lost reply does: the same request (same id) reaches Redis twice.
     await board.post_many([NewItem(kind="k") for _ in range(5)])

@@ -14,6 +14,7 @@ async def _finish(board: Board, kind: str, result: object = None) -> None:
         await board.complete(claim, result)
 
 
+@pytest.mark.unsharded  # items wait on other goals' items
 async def test_join_opens_only_after_all_dependencies_are_done(board: Board) -> None:
     a = await board.post("part")
     b = await board.post("part")

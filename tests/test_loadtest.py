@@ -28,7 +28,7 @@ async def test_simulated_agents_claim_and_complete_each_item_once(redis_url: str
 
 
 async def test_the_load_test_refuses_what_it_should_not_load() -> None:
-    for url in ("redis://10.1.2.3:6379", "memory://x", "redis+cluster://127.0.0.1:7000"):
+    for url in ("redis://10.1.2.3:6379", "memory://x", "redis+cluster://127.0.0.1:7000,10.1.2.3:7001"):
         with pytest.raises(InvalidInput) as e:
             await run_loadtest(url, agents=1, duration=1)
         assert e.value.field == "redis"
@@ -62,4 +62,4 @@ def test_loadtest_command_prints_one_json_report(redis_url: str) -> None:
     report = json.loads(r.stdout)
     assert report["agents"] == 50 and report["claims"] == report["done"] > 0
     r = CliRunner().invoke(app, ["loadtest", "--url", "redis://192.0.2.1:6379", "--duration", "1"])
-    assert r.exit_code == 2 and "local redis:// only" in r.output
+    assert r.exit_code == 2 and "a local redis:// or redis+cluster:// only" in r.output

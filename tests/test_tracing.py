@@ -243,7 +243,7 @@ async def test_direct_board_use_keeps_one_trace_and_an_untraced_post_gets_its_ro
     tracing.disable()
     goal = await board.post("t.a", {"n": 1})
     assert goal.traceparent is None
-    raw = await board.redis.hget(board.keys.items, goal.id)
+    raw = await board.redis.hget(board.keys_of(goal.id).items, goal.id)
     assert b"traceparent" not in raw
     provider_exporter = spans
     tracing.enable(_provider_of(provider_exporter))
@@ -331,7 +331,7 @@ async def main():
     goal = await board.post("t.a", {})
     (claim,) = await board.claim("w", ["t.a"])
     (child,) = await board.complete(claim, None, [NewItem(kind="t.b")])
-    doc = await board.redis.hget(board.keys.items, child.id)
+    doc = await board.redis.hget(board.keys_of(child.id).items, child.id)
     await board.close()
     if traced:
         tracing.shutdown()

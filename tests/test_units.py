@@ -6,16 +6,59 @@ import re
 import types
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 import blackboard
 from blackboard import ids, kinds
-from blackboard.keys import Keyspace
+from blackboard.errors import InvalidInput
+from blackboard.keys import Keyspace, shard_keyspaces
+
+ID_CHARS = st.text("ABCDEFGHJKMNPQRSTVWXYZ0123456789abcz_.:-", min_size=1, max_size=40)
 
 
 def test_child_ids_are_deterministic_and_keep_the_parent_time() -> None:
     parent = ids.new_id()
     a, b = ids.child_id(parent, "o0"), ids.child_id(parent, "o1")
     assert a == ids.child_id(parent, "o0") and a != b
-    assert a[:10] == parent[:10] and len(a) == len(parent) == 26
+    assert a[:10] == parent[:10] and a[-2:] == parent[-2:] and len(a) == len(parent) == 26
+
+
+@given(
+    root=ID_CHARS,
+    shards=st.integers(1, 256),
+    path=st.lists(st.sampled_from(["o0", "o1", "near"]), max_size=6),
+)
+def test_everything_under_a_goal_routes_to_the_goals_shard(root: str, shards: int, path: list[str]) -> None:
+    """However deep, and whatever the goal's own id (short, padded, user-given), a descendant's
+    id routes to the shard its goal's id routes to: a goal never spans shards."""
+    item = root
+    for step in path:
+        item = ids.near_id(item) if step == "near" else ids.child_id(item, step)
+        assert ids.shard_of(item, shards) == ids.shard_of(root, shards)
+        assert 0 <= ids.shard_of(item, shards) < shards
+
+
+def test_ids_can_be_made_for_a_shard_and_new_ids_spread_over_all() -> None:
+    for shard in range(6):
+        made = ids.id_on_shard(shard, 6)
+        assert ids.shard_of(made, 6) == shard and len(made) == 26
+    # ULIDs of one millisecond count up from the last character, which is in the route: ids
+    # made in a burst (a batch of goals posted at once) spread over the shards all the same.
+    burst = [ids.new_id() for _ in range(120)]
+    assert len({b[:10] for b in burst}) <= 3  # (mostly one millisecond)
+    assert {ids.shard_of(b, 6) for b in burst} == set(range(6))
+
+
+def test_shard_keyspaces_have_one_tag_each_and_one_shard_keeps_the_old_tag() -> None:
+    assert [k.tag for k in shard_keyspaces("b", 1)] == ["{bb:b}"]
+    many = shard_keyspaces("b", 4)
+    assert [k.tag for k in many] == ["{bb:b:0}", "{bb:b:1}", "{bb:b:2}", "{bb:b:3}"]
+    assert [k.index for k in many] == [0, 1, 2, 3] and all(k.state.startswith(k.tag) for k in many)
+    for bad in (0, 257, True, "3"):
+        with pytest.raises(InvalidInput, match="shards"):
+            shard_keyspaces("b", bad)  # type: ignore[arg-type]
 
 
 def test_new_ids_sort_by_creation() -> None:

@@ -48,9 +48,13 @@ SAMPLE_CAP = 20_000  # pickup samples each process reports (a uniform sample bey
 
 
 def check_loopback(url: str) -> None:
-    host = urlsplit(url).hostname
-    if not url.startswith("redis://") or host not in connection.LOOPBACK:
-        raise InvalidInput("redis", f"the load test runs against a local redis:// only, got {url!r}")
+    parts = urlsplit(url)
+    hosts = [h.rpartition(":")[0].strip("[]") for h in parts.netloc.rsplit("@", 1)[-1].split(",")]
+    local = all(h in connection.LOOPBACK for h in hosts) if hosts else False
+    if parts.scheme not in ("redis", "redis+cluster") or not local:
+        raise InvalidInput(
+            "redis", f"the load test runs against a local redis:// or redis+cluster:// only, got {url!r}"
+        )
 
 
 # -- one process of simulated agents -----------------------------------------------------------
@@ -144,8 +148,9 @@ async def run_loadtest(
     duration: float = 20.0,
     think: float = 0.5,
     rate: float | None = None,
+    shards: int = 1,
 ) -> dict[str, Any]:
-    """Run the load test; returns the report (one JSON object)."""
+    """Run the load test on a new board of `shards` shards; returns the report (one JSON object)."""
     check_loopback(url)
     if not 1 <= agents <= MAX_AGENTS:
         raise InvalidInput("agents", f"expected 1-{MAX_AGENTS}, got {agents}")
@@ -157,7 +162,7 @@ async def run_loadtest(
         raise InvalidInput("think", f"expected seconds >= 0, got {think}")
     rate = rate if rate is not None else (agents / think if think > 0 else 10_000.0)
     name = f"loadtest-{os.getpid()}-{time.time_ns() % 10**9}"
-    board = await Board.connect(url, board=name)
+    board = await Board.connect(url, board=name, shards=shards)
     shares = [agents // processes + (1 if i < agents % processes else 0) for i in range(processes)]
     mem0 = int((await _info(board, "memory") or {}).get("used_memory", 0))
     workers = [
@@ -215,6 +220,7 @@ async def run_loadtest(
         redis_cpu = round(100 * spent / wall, 1)
     return {
         "agents": agents,
+        "shards": shards,
         "processes": len(workers),
         "duration_s": duration,
         "think_s": think,
@@ -255,10 +261,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--think", type=float, default=0.5)
     p.add_argument("--rate", type=float, default=None)
+    p.add_argument("--shards", type=int, default=1)
     a = p.parse_args(args)
     report = anyio.run(
         lambda: run_loadtest(
-            a.redis, agents=a.agents, processes=a.processes, duration=a.duration, think=a.think, rate=a.rate
+            a.redis,
+            agents=a.agents,
+            processes=a.processes,
+            duration=a.duration,
+            think=a.think,
+            rate=a.rate,
+            shards=a.shards,
         )
     )
     print(json.dumps(report, indent=2))

@@ -81,10 +81,10 @@ async def _drop(board: Board) -> None:
     """Delete every key of `board` (UNLINK: freed in the background on a real Redis)."""
     with suppress(Exception):
         kinds = await board.kinds()
-        keys = [*board.keys.fixed, board.keys.schemas]
-        keys += [k for kind in kinds for k in board.keys.kind_keys(kind)]
-        for i in range(0, len(keys), 100):
-            await board.redis.unlink(*keys[i : i + 100])
+        for shard in board.shard_keys:  # one shard at a time: one slot per UNLINK on a cluster
+            keys = [*shard.fixed, shard.schemas, *(k for kind in kinds for k in shard.kind_keys(kind))]
+            for i in range(0, len(keys), 100):
+                await board.redis.unlink(*keys[i : i + 100])
         await _until_freed(board)
     with suppress(Exception):
         await board.close()
@@ -104,6 +104,9 @@ async def _until_freed(board: Board, timeout: float = 120.0) -> None:
         await anyio.sleep(0.05)
 
 
+SUMMED = ("used_cpu_sys", "used_cpu_user", "used_memory", "lazyfree_pending_objects")
+
+
 async def _info(board: Board, section: str) -> dict[str, Any] | None:
     """INFO `section` of a real Redis (None for fakeredis, which has no INFO)."""
     try:
@@ -111,7 +114,12 @@ async def _info(board: Board, section: str) -> dict[str, Any] | None:
     except Exception:
         return None
     if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
-        info = next(iter(info.values()))  # a cluster client answers per node
+        # A cluster client answers per node: the first node's, with the load figures summed.
+        nodes = list(info.values())
+        info = dict(nodes[0])
+        for key in SUMMED:
+            if all(key in node for node in nodes):
+                info[key] = sum(float(node[key]) for node in nodes)
     return dict(info) if isinstance(info, dict) else None
 
 

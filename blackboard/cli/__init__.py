@@ -46,14 +46,16 @@ def loadtest(
     rate: Annotated[
         float | None, typer.Option(min=0.1, help="Items posted per second (default: agents / think).")
     ] = None,
+    shards: Annotated[int, typer.Option(min=1, max=256, help="Shards of the board it creates.")] = 1,
 ) -> None:
-    """Simulate a large population of agents (claim, think, complete) against a local Redis and
-    report claims/s, pickup latency, CPU and Redis memory per item; prints one JSON object."""
+    """Simulate a large population of agents (claim, think, complete) against a local Redis (or
+    a local Redis Cluster, redis+cluster://) and report claims/s, pickup latency, CPU and Redis
+    memory per item; prints one JSON object."""
     from blackboard.bench.loadtest import run_loadtest
 
     report = run_async(
         lambda: run_loadtest(
-            url, agents=agents, processes=processes, duration=duration, think=think, rate=rate
+            url, agents=agents, processes=processes, duration=duration, think=think, rate=rate, shards=shards
         )
     )
     typer.echo(json.dumps(report, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable
@@ -126,8 +127,11 @@ CLI = "cli"  # the principal the CLI user acts as under the board's policy
 
 
 async def connect(url: str, board: str) -> Board:
-    """The board, with the policy stored on it in force: the CLI user is held to it as `cli`."""
-    b = await Board.connect(url, board=board, reconnect_timeout=5.0)
+    """The board, with the policy stored on it in force: the CLI user is held to it as `cli`.
+    It has the shard count it was created with (BLACKBOARD_SHARDS, if set, must match it)."""
+    shards = os.environ.get("BLACKBOARD_SHARDS")
+    count = int(shards) if shards and shards.isdigit() else None
+    b = await Board.connect(url, board=board, shards=count, reconnect_timeout=5.0)
     try:
         b.policy = await policy.fetch(b)
     except BaseException:

@@ -17,6 +17,7 @@ from blackboard.cli.common import CLI, _desc, app, console, err, run_async
 def run(
     url: Annotated[str | None, typer.Option("--url", "--redis", help=_desc("url"))] = None,
     board: Annotated[str | None, typer.Option(help=_desc("board"))] = None,
+    shards: Annotated[int | None, typer.Option(help=_desc("shards"))] = None,
     agents: Annotated[
         list[Path] | None, typer.Option("--agents", help=_desc("agents") + " Repeatable.")
     ] = None,
@@ -80,6 +81,7 @@ def run(
             config,
             url=url,
             board=board,
+            shards=shards,
             agents=agents,
             grace=grace,
             host=host,

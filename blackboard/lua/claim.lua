@@ -64,7 +64,9 @@ for i = 1, math.min(ARGS.n, #cands) do
   local st = get_state(id)
   set_status(id, kind, st, 'claimed')
   st.attempts = st.attempts + 1
-  st.token = tostring(redis.call('HINCRBY', K_META, 'fence', 1))
+  -- On a board of several shards each has its own counter: the shard's number makes it unique.
+  local fence = redis.call('HINCRBY', K_META, 'fence', 1)
+  st.token = CTX.shard and (CTX.shard .. '.' .. fence) or tostring(fence)
   st.owner, st.handled_by = ARGS.agent, ARGS.agent
   st.deadline = NOW + ARGS.lease_ms
   st.claimed_at = NOW

@@ -29,7 +29,8 @@
 --   then per kind k: ready zset (claim order), delayed zset (due ms), leased zset (deadline ms),
 --   wake list (a token that blocked claimers BLPOP on).
 -- ARGV[1]: JSON context {now = ms or absent (then Redis TIME), kinds = [...], maxlen = n, actor = s,
---   daemon = id of the daemon making the call, policy = version of the policy in force}
+--   daemon = id of the daemon making the call, policy = version of the policy in force,
+--   shard = the number of the shard these keys belong to, on a board of several}
 -- ARGV[2]: JSON arguments of the operation.
 -- Every script returns one JSON string: {ok = ...} or {err = code, ...} or {needkinds = [...]}.
 -- No key name is built here: per-kind keys arrive through KEYS; a script that finds it needs a

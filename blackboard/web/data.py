@@ -72,7 +72,8 @@ async def _events_from(view: ReadView, since_ms: int, until_ms: float) -> list[E
     for _ in range(EVENT_PAGES):
         events, cursor = await view.read_events(cursor, count=EVENT_PAGE)
         out += events
-        if len(events) < EVENT_PAGE or int(cursor.split("-")[0]) > until_ms:
+        # (a board of several shards has one position per shard: all must be past the end)
+        if len(events) < EVENT_PAGE or min(int(p.split("-")[0]) for p in cursor.split(",")) > until_ms:
             break
     return out
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blackboard import Board
+from blackboard.keys import Keyspace
 from blackboard.posting import ID_RE
 
 STATUSES = ("waiting", "open", "claimed", "done", "failed", "dead", "cancelled")
@@ -58,14 +59,16 @@ class Raw:
     per_kind: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
-async def _keys(board: Board) -> set[str]:
-    return {_s(k) async for k in board.redis.scan_iter(match=board.keys.tag + ":*", count=1000)}
+async def _keys(board: Board, k: Keyspace | None = None) -> set[str]:
+    shards = [k] if k is not None else board.shard_keys
+    return {_s(key) for ks in shards async for key in board.redis.scan_iter(match=ks.tag + ":*", count=1000)}
 
 
-async def read_raw(board: Board) -> Raw:
-    """Every structure of the board, read in one MULTI (kinds found first)."""
-    k = board.keys
-    keys = await _keys(board)
+async def read_raw(board: Board, k: Keyspace | None = None) -> Raw:
+    """Every structure of the board (of shard `k`; default the first), read in one MULTI
+    (kinds found first)."""
+    k = k or board.keys
+    keys = await _keys(board, k)
     kinds = {_s(x) for x in await board.redis.smembers(k.kinds)}
     kinds |= {_s(x) for x in await board.redis.hvals(k.kind)}
     prefixes = {f"{k.tag}:{name}:": name for name in (*KIND_INDEXES, "wake")}
@@ -278,8 +281,7 @@ def _check_deps(raw: Raw, errors: list[str]) -> None:
             errors.append(f"{i} waits on finished dependencies {finished}: it can never open")
 
 
-def _check_keys(board: Board, raw: Raw, errors: list[str]) -> None:
-    k = board.keys
+def _check_keys(board: Board, raw: Raw, errors: list[str], k: Keyspace) -> None:
     allowed = set(k.fixed) | {k.schemas} | set(raw.requests)
     for name in raw.kinds:
         allowed.update(k.kind_keys(name))
@@ -289,7 +291,7 @@ def _check_keys(board: Board, raw: Raw, errors: list[str]) -> None:
         for pair in filter(None, value.split(",")):
             i, _, token = pair.partition("=")
             # The item may be gone (retention purged its goal): a resent request skips it.
-            if not ID_RE.match(i) or not token.isdigit():
+            if not ID_RE.match(i) or not token.replace(".", "", 1).isdigit():  # "n" or "shard.n"
                 errors.append(f"claim request {key} records {pair!r}, not an item=token pair")
     allowed.add(k.policy)
     stray = {key for key in raw.keys - allowed if not key.startswith(f"{k.tag}:memory:")}
@@ -298,12 +300,19 @@ def _check_keys(board: Board, raw: Raw, errors: list[str]) -> None:
 
 
 async def check_invariants(board: Board) -> dict[str, str]:
-    """Assert the board's structural invariants; return {id: status} of every item."""
-    return check_raw(board, await read_raw(board))
+    """Assert the board's structural invariants, on every shard; return {id: status} of every
+    item (each item where its id says it lives)."""
+    out: dict[str, str] = {}
+    for k in board.shard_keys:
+        statuses = check_raw(board, await read_raw(board, k), k)
+        misplaced = [i for i in statuses if board.keys_of(i) != k]
+        assert not misplaced, f"items on shard {k.index} whose ids route elsewhere: {misplaced}"
+        out.update(statuses)
+    return out
 
 
-def check_raw(board: Board, raw: Raw) -> dict[str, str]:
-    """`check_invariants` on structures already read with `read_raw`."""
+def check_raw(board: Board, raw: Raw, k: Keyspace | None = None) -> dict[str, str]:
+    """`check_invariants` on structures already read with `read_raw` (of shard `k`)."""
     errors: list[str] = []
     _check_ids(raw, errors)
     _check_status_index(raw, errors)
@@ -312,7 +321,7 @@ def check_raw(board: Board, raw: Raw) -> dict[str, str]:
     _check_attempts_and_results(raw, errors)
     _check_tree(raw, errors)
     _check_deps(raw, errors)
-    _check_keys(board, raw, errors)
+    _check_keys(board, raw, errors, k or board.keys)
     if errors:
         raise AssertionError(
             f"board {board.name!r} breaks {len(errors)} invariant(s):\n  " + "\n  ".join(errors)
