@@ -269,13 +269,12 @@ class Board(BoardFinisher):
         )
         posting.check_shards(items, self.shards, field)
         policy.annotate(self.policy, specs, items)
-        groups = self.by_shard(spec["id"] for spec in specs)
-        if len(groups) > 1:  # written shard by shard: refuse unknown references before any is
+        ids = [spec["id"] for spec in specs]
+        if len(self.by_shard(ids)) > 1:  # written shard by shard: refuse unknown references first
             await self._check_references(items, field if len(items) > 1 else None)
-        by_spec: dict[str, Any] = {}
 
-        async def write(keys: Keyspace) -> None:
-            group = [specs[n] for n in groups[keys.index]]
+        async def write(keys: Keyspace, positions: list[int]) -> list[Any]:
+            group = [specs[n] for n in positions]
             out = await self._run(
                 self._scripts.post, (s["kind"] for s in group), {"items": group}, actor, keys=keys
             )
@@ -283,11 +282,10 @@ class Board(BoardFinisher):
                 raise self._refused(out) or self._unknown_item(
                     out, group, items, field if len(items) > 1 else None
                 )
-            # out["ok"] follows the specs' order; an existing idempotency key maps to another id.
-            by_spec.update({spec["id"]: res for spec, res in zip(group, out["ok"], strict=True)})
+            return list(out["ok"])  # in the specs' order; an existing idempotency key maps to another id
 
         # One atomic step per shard: a goal is never half-posted (all of it is on one shard).
-        await self.each_shard(write, sorted(groups))
+        by_spec = dict(zip(ids, await self.per_shard(ids, write), strict=True))
         return [by_spec[str(it.id)] for it in items]
 
     async def _check_references(self, items: Sequence[NewItem], field: str | None) -> None:
@@ -377,11 +375,9 @@ class Board(BoardFinisher):
 
     async def heartbeat(self, claims: Sequence[Claim], lease: float = 30.0) -> list[Claim | LeaseLost]:
         """Extend the leases of `claims`; a claim no longer held comes back as `LeaseLost`."""
-        groups = self.by_shard(c.id for c in claims)
-        results: list[Claim | LeaseLost] = list(claims)
 
-        async def beat(keys: Keyspace) -> None:
-            mine = [claims[n] for n in groups[keys.index]]
+        async def beat(keys: Keyspace, positions: list[int]) -> list[Claim | LeaseLost]:
+            mine = [claims[n] for n in positions]
             held = [{"id": c.id, "token": c.token} for c in mine]
             out = await self._run(
                 self._scripts.heartbeat,
@@ -389,11 +385,12 @@ class Board(BoardFinisher):
                 {"lease_ms": int(lease * 1000), "held": held},
                 keys=keys,
             )
-            for n, c, r in zip(groups[keys.index], mine, out["ok"], strict=True):
-                results[n] = c.model_copy(update={"deadline": r}) if isinstance(r, int) else self._lost(c, r)
+            return [
+                c.model_copy(update={"deadline": r}) if isinstance(r, int) else self._lost(c, r)
+                for c, r in zip(mine, out["ok"], strict=True)
+            ]
 
-        await self.each_shard(beat, sorted(groups))
-        return results
+        return await self.per_shard([c.id for c in claims], beat)
 
     @staticmethod
     def _lost(claim: Claim, r: dict[str, Any]) -> LeaseLost:
@@ -431,13 +428,12 @@ class Board(BoardFinisher):
             posting.check_id(item_id, f"ids[{i}]")
         if self.policy is not None:
             await policy.enforce(self, actor, "post", (it.kind for it in await self.get_many(ids) if it))
-        groups = self.by_shard(ids)
 
-        async def requeue(keys: Keyspace) -> list[dict[str, Any]]:
-            args = {"ids": [ids[n] for n in groups[keys.index]]}
+        async def requeue(keys: Keyspace, positions: list[int]) -> list[dict[str, Any]]:
+            args = {"ids": [ids[n] for n in positions]}
             return list((await self._run(self._scripts.requeue, [], args, actor, keys=keys))["ok"])
 
-        done = [r for rs in await self.each_shard(requeue, sorted(groups)) for r in rs]
+        done = await self.per_shard(ids, requeue)
         for r in done:
             if r.get("err") == "not_found":
                 raise ItemNotFound(r["id"])

@@ -54,14 +54,15 @@ def _memory_server(name: str) -> fakeredis.FakeServer:
     return server
 
 
-def _hosts(netloc: str, url: str) -> list[tuple[str, int]]:
-    hosts = []
+def hosts(netloc: str, url: str) -> list[tuple[str, int]]:
+    """The host:port pairs of a URL's network location (after any user:password@)."""
+    found = []
     for part in netloc.rsplit("@", 1)[-1].split(","):
         host, _, port = part.rpartition(":")
         if not host or not port.isdigit():
             raise InvalidURL("url", f"expected host:port pairs in {url!r}, got {part!r}")
-        hosts.append((host.strip("[]"), int(port)))
-    return hosts
+        found.append((host.strip("[]"), int(port)))
+    return found
 
 
 def _auth(netloc: str) -> dict[str, Any]:
@@ -94,10 +95,10 @@ def connect(url: str) -> Any:
         if not path:
             raise InvalidURL("url", f"expected /service after the sentinel hosts in {url!r}")
         db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
-        sentinel = Sentinel(_hosts(parts.netloc, url), **_auth(parts.netloc), **common)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(hosts(parts.netloc, url), **_auth(parts.netloc), **common)  # type: ignore[no-untyped-call]
         return sentinel.master_for(path[0], db=db, **common)
     if scheme == "redis+cluster":
-        nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, url)]
+        nodes = [ClusterNode(h, p) for h, p in hosts(parts.netloc, url)]
         return RedisCluster(startup_nodes=nodes, **_auth(parts.netloc), **common)
     raise InvalidURL("url", f"unsupported scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
 

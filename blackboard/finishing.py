@@ -164,19 +164,13 @@ class BoardFinisher(BoardReader):
     ) -> list[dict[str, Any]]:
         """Run a batch operation (`{field: entries}`) one step per shard of the entries' items;
         the results come back in the entries' order."""
-        board = self._board
-        groups = board.by_shard(e["id"] for e in entries)
-        results: list[dict[str, Any]] = [{} for _ in entries]
 
-        async def run(keys: Keyspace) -> None:
-            mine = groups[keys.index]
-            used = [k for n in mine for k in kinds[n]]
-            out = await self._run(script, used, {field: [entries[n] for n in mine]}, actor, keys=keys)
-            for n, r in zip(mine, out["ok"], strict=True):
-                results[n] = r
+        async def run(keys: Keyspace, positions: list[int]) -> list[dict[str, Any]]:
+            used = [k for n in positions for k in kinds[n]]
+            out = await self._run(script, used, {field: [entries[n] for n in positions]}, actor, keys=keys)
+            return list(out["ok"])
 
-        await board.each_shard(run, sorted(groups))
-        return results
+        return await self._board.per_shard([e["id"] for e in entries], run)
 
     def _refused(self, err: dict[str, Any]) -> BlackboardError | None:
         """A post the goal's budget or the repeat guard refused (see lua/lib.lua check_posts)."""

@@ -67,11 +67,9 @@ class BoardReader(Sharding):
         """Items by id, read consistently in one round trip (None where there is none)."""
         if not ids:
             return []
-        groups = self.by_shard(ids)
-        out: list[Item | None] = [None] * len(ids)
 
-        async def read_shard(k: Keyspace) -> None:
-            mine = [ids[n] for n in groups[k.index]]
+        async def read_shard(k: Keyspace, positions: list[int]) -> list[Item | None]:
+            mine = [ids[n] for n in positions]
 
             async def read() -> list[Any]:
                 async with self.redis.pipeline(transaction=True) as pipe:
@@ -80,12 +78,14 @@ class BoardReader(Sharding):
                     return list(await pipe.execute())
 
             kind, docs, states, results, usage = await self.retrying(read)
-            for j, (n, i) in enumerate(zip(groups[k.index], mine, strict=True)):
-                if kind[j] is not None:
-                    out[n] = decode_item(i, kind[j], docs[j], states[j], results[j], usage[j])
+            return [
+                decode_item(i, kind[j], docs[j], states[j], results[j], usage[j])
+                if kind[j] is not None
+                else None
+                for j, i in enumerate(mine)
+            ]
 
-        await self.each_shard(read_shard, sorted(groups))
-        return out
+        return await self.per_shard(ids, read_shard)
 
     async def query(
         self,

@@ -9,7 +9,7 @@ goals (claims, queries, stats, events) visits the shards, concurrently where it 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -45,6 +45,23 @@ class Sharding:
         out: dict[int, list[int]] = {}
         for n, item_id in enumerate(item_ids):
             out.setdefault(ids.shard_of(item_id, self.shards), []).append(n)
+        return out
+
+    async def per_shard(
+        self, item_ids: Sequence[str], op: Callable[[Keyspace, list[int]], Awaitable[Sequence[T]]]
+    ) -> list[T]:
+        """`op(keys, positions)` once for each shard holding any of `item_ids`, the shards at
+        once: `positions` are where that shard's ids stand in `item_ids`, and `op` returns one
+        result for each, in that order. The results come back in the order of `item_ids`."""
+        groups = self.by_shard(item_ids)
+        out: list[Any] = [None] * len(item_ids)
+
+        async def run(keys: Keyspace) -> None:
+            positions = groups[keys.index]
+            for n, result in zip(positions, await op(keys, positions), strict=True):
+                out[n] = result
+
+        await self.each_shard(run, sorted(groups))
         return out
 
     async def each_shard(

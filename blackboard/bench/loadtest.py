@@ -35,7 +35,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from blackboard import connection
 from blackboard.bench.support import _drop, _info, percentile
 from blackboard.board import Board
-from blackboard.errors import InvalidInput
+from blackboard.errors import InvalidInput, InvalidURL
 from blackboard.models import NewItem, Status
 
 KIND = "load.task"
@@ -49,8 +49,10 @@ SAMPLE_CAP = 20_000  # pickup samples each process reports (a uniform sample bey
 
 def check_loopback(url: str) -> None:
     parts = urlsplit(url)
-    hosts = [h.rpartition(":")[0].strip("[]") for h in parts.netloc.rsplit("@", 1)[-1].split(",")]
-    local = all(h in connection.LOOPBACK for h in hosts) if hosts else False
+    try:
+        local = all(host in connection.LOOPBACK for host, _ in connection.hosts(parts.netloc, url))
+    except InvalidURL:
+        local = False
     if parts.scheme not in ("redis", "redis+cluster") or not local:
         raise InvalidInput(
             "redis", f"the load test runs against a local redis:// or redis+cluster:// only, got {url!r}"
