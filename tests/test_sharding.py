@@ -36,6 +36,7 @@ import pytest
 import redis
 
 from blackboard import Board, InvalidInput, Item, NewItem, Status
+from blackboard.bench.loadtest import run_loadtest
 from blackboard.daemon import Daemon
 from tests.conftest import unique_board
 from tests.support import redis_server
@@ -560,6 +561,22 @@ async def test_six_shards_daemon_killed_mid_run_loses_nothing(
     cluster: list[RedisServer], tmp_path: Path
 ) -> None:
     await cluster_run(cluster, tmp_path, kill=True)
+
+
+@pytest.mark.redis_only
+@pytest.mark.timeout(60)
+async def test_load_test_on_the_cluster_counts_every_master(cluster: list[RedisServer]) -> None:
+    """The load test's Redis figures cover every master (redis-py sends INFO to one random node
+    unless told otherwise), and every claim on the six shards is completed once."""
+    report = await run_loadtest(
+        cluster_url(cluster), agents=60, processes=1, duration=1.0, think=0.01, rate=300, shards=6
+    )
+    assert 0 < report["claims"] == report["done"] <= report["posted"]
+    per_master = report["redis_cpu_percent_per_master"]
+    assert len(per_master) == MASTERS and all(cpu > 0 for cpu in per_master), per_master
+    assert report["redis_cpu_percent"] == pytest.approx(sum(per_master), abs=0.2)
+    # An item takes 0.9-1.7 KB; counting one master of three would give a third of that.
+    assert report["redis_bytes_per_item"] > 800, report
 
 
 # -- one shard: a single redis-server, and memory:// --------------------------------------------------

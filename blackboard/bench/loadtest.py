@@ -33,7 +33,7 @@ import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from blackboard import connection
-from blackboard.bench.support import _drop, _info, percentile
+from blackboard.bench.support import _drop, _info, _info_nodes, percentile
 from blackboard.board import Board
 from blackboard.errors import InvalidInput, InvalidURL
 from blackboard.models import NewItem, Status
@@ -191,7 +191,7 @@ async def run_loadtest(
         with anyio.fail_after(STARTUP_TIMEOUT):  # every agent has looked for work once
             for stream in streams:
                 assert await stream.receive_until(b"\n", 64) == b"ready"
-        cpu0 = await _info(board, "cpu") or {}
+        cpu0 = await _info_nodes(board, "cpu")
         started = time.monotonic()
         posted = await _produce(board, rate, started + duration)
         outs = []
@@ -204,7 +204,7 @@ async def run_loadtest(
                 await proc.wait()
             outs.append(json.loads(raw.decode().strip().splitlines()[-1]))
         wall = time.monotonic() - started
-        cpu1 = await _info(board, "cpu") or {}
+        cpu1 = await _info_nodes(board, "cpu")
         mem1 = int((await _info(board, "memory") or {}).get("used_memory", 0))
         stats = await board.stats()
     finally:
@@ -216,10 +216,12 @@ async def run_loadtest(
     done = kinds.by_status.get(Status.DONE, 0) if kinds else 0
     claims = sum(o["claims"] for o in outs)
     pickups = [p for o in outs for p in o["pickups_s"]]
-    redis_cpu = None
-    if "used_cpu_sys" in cpu0 and "used_cpu_sys" in cpu1:
-        spent = sum(float(cpu1[k]) - float(cpu0[k]) for k in ("used_cpu_sys", "used_cpu_user"))
-        redis_cpu = round(100 * spent / wall, 1)
+    # Per master, in the order INFO answered (one entry on a single Redis, none on fakeredis).
+    redis_cpu = [
+        round(100 * sum(float(n1[k]) - float(n0[k]) for k in ("used_cpu_sys", "used_cpu_user")) / wall, 1)
+        for n0, n1 in zip(cpu0, cpu1, strict=False)
+        if "used_cpu_sys" in n0 and "used_cpu_sys" in n1
+    ]
     return {
         "agents": agents,
         "shards": shards,
@@ -236,7 +238,8 @@ async def run_loadtest(
             **{f"p{p}": round(percentile(pickups, p) * 1000, 3) for p in (50, 95, 99)},
         },
         "client_cpu_percent_per_process": [round(100 * o["cpu_s"] / o["wall_s"], 1) for o in outs],
-        "redis_cpu_percent": redis_cpu,
+        "redis_cpu_percent": round(sum(redis_cpu), 1) if redis_cpu else None,
+        "redis_cpu_percent_per_master": redis_cpu,
         "redis_bytes_per_item": round((mem1 - mem0) / posted) if posted else None,
         "wall_s": round(wall, 2),
     }
