@@ -22,9 +22,25 @@ async def test_simulated_agents_claim_and_complete_each_item_once(redis_url: str
     # every claim was completed exactly once: claims, completions and done items agree
     assert 0 < report["claims"] == report["done"] <= report["posted"]
     assert report["pickup_ms"]["samples"] == report["claims"]
+    assert report["items_per_claim_call"] == 1.0
     assert 0 <= report["pickup_ms"]["p50"] <= report["pickup_ms"]["p99"]
     assert len(report["client_cpu_percent_per_process"]) == 2
     assert report["redis_cpu_percent"] is not None and report["redis_bytes_per_item"] > 0
+
+
+@pytest.mark.timeout(60)
+async def test_batched_agents_drain_a_backlog(redis_url: str) -> None:
+    """With `batch` an agent claims and completes many items per call (a runner's batching);
+    the backlog is posted before they start, and what they claimed before the window is not
+    counted in it."""
+    report = await run_loadtest(
+        redis_url, agents=4, processes=2, duration=1.0, think=0.0, rate=0.1, batch=50, backlog=3000
+    )
+    assert report["batch"] == 50 and report["backlog"] == 3000 and report["posted"] >= 3000
+    assert 0 < report["claims"] <= report["done"] <= report["posted"]
+    assert report["pickup_ms"]["samples"] == report["claims"]
+    # The claims came in batches (a full backlog: most calls get all 50).
+    assert report["items_per_claim_call"] > 10, report
 
 
 async def test_the_load_test_refuses_what_it_should_not_load() -> None:
@@ -36,6 +52,10 @@ async def test_the_load_test_refuses_what_it_should_not_load() -> None:
         await run_loadtest("redis://127.0.0.1:6379", agents=0)
     with pytest.raises(InvalidInput, match="duration"):
         await run_loadtest("redis://127.0.0.1:6379", duration=601)
+    with pytest.raises(InvalidInput, match="batch"):
+        await run_loadtest("redis://127.0.0.1:6379", batch=0)
+    with pytest.raises(InvalidInput, match="backlog"):
+        await run_loadtest("redis://127.0.0.1:6379", backlog=-1)
 
 
 @pytest.mark.timeout(60)

@@ -47,6 +47,16 @@ def loadtest(
         float | None, typer.Option(min=0.1, help="Items posted per second (default: agents / think).")
     ] = None,
     shards: Annotated[int, typer.Option(min=1, max=256, help="Shards of the board it creates.")] = 1,
+    batch: Annotated[
+        int,
+        typer.Option(
+            min=1, max=1000, help="Items an agent claims and completes per call (a runner's batching)."
+        ),
+    ] = 1,
+    backlog: Annotated[
+        int,
+        typer.Option(min=0, max=2_000_000, help="Items posted before the agents start (a queue to drain)."),
+    ] = 0,
 ) -> None:
     """Simulate a large population of agents (claim, think, complete) against a local Redis (or
     a local Redis Cluster, redis+cluster://) and report claims/s, pickup latency, CPU and Redis
@@ -55,7 +65,15 @@ def loadtest(
 
     report = run_async(
         lambda: run_loadtest(
-            url, agents=agents, processes=processes, duration=duration, think=think, rate=rate, shards=shards
+            url,
+            agents=agents,
+            processes=processes,
+            duration=duration,
+            think=think,
+            rate=rate,
+            shards=shards,
+            batch=batch,
+            backlog=backlog,
         )
     )
     typer.echo(json.dumps(report, indent=2))
