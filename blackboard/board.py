@@ -78,6 +78,7 @@ class Board(BoardFinisher):
         self.shard_keys = shard_keyspaces(board, shards)
         self.keys = self.shard_keys[0]
         self._next_shard = 0  # where the next claim starts, so every shard is served in turn
+        self._in_flight = anyio.Semaphore(connection.MAX_IN_FLIGHT, fast_acquire=True)
         self.registry = KindRegistry()
         self.strict = strict
         self.max_payload_bytes = max_payload_bytes
@@ -132,13 +133,23 @@ class Board(BoardFinisher):
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def retrying(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Run `op`, retrying connection errors with capped exponential backoff."""
+    async def retrying(self, op: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
+        """Run `op`, retrying connection errors with capped exponential backoff.
+
+        An `op` that doesn't block waits for one of `connection.MAX_IN_FLIGHT` slots first: ten
+        thousand agents on one handle queue for Redis instead of draining the connection pool
+        (a cluster client fails at once when a node's pool is empty). A `blocking` one (BLPOP,
+        XREAD BLOCK) takes none, so long reads never hold up the others.
+        """
         deadline = time.monotonic() + self.reconnect_timeout
         delay = 0.02
         while True:
             try:
-                result = await op()
+                if blocking:
+                    result = await op()
+                else:
+                    async with self._in_flight:
+                        result = await op()
                 # fakeredis never yields: without this a loop on memory:// can't be cancelled.
                 await anyio.lowlevel.checkpoint()
                 return result

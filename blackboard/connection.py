@@ -21,13 +21,18 @@ from blackboard.errors import InvalidURL
 
 SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
-# Blocking reads (BLPOP, XREAD BLOCK) wait at most this long, under the socket timeout.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")  # host names that mean this machine
 SOCKET_TIMEOUT = 30.0
+# Blocking reads (BLPOP, XREAD BLOCK) wait at most this long, under the socket timeout.
 MAX_BLOCK = 20.0
 
 _memory_servers: dict[str, fakeredis.FakeServer] = {}
-MAX_CONNECTIONS = 2000  # per client (board handle)
+# Connections per client (board handle), per node on a cluster. Commands that don't block wait
+# their turn for one of MAX_IN_FLIGHT slots (Board.retrying), so however many agents a handle
+# serves they never run a pool dry; the rest of the pool is for blocking reads (a waker's BLPOP
+# per shard, event streams), which hold a connection for up to MAX_BLOCK.
+MAX_CONNECTIONS = 2000
+MAX_IN_FLIGHT = 256
 
 
 def _sha1hex(data: bytes | str) -> bytes:
@@ -99,7 +104,11 @@ def connect(url: str) -> Any:
         return sentinel.master_for(path[0], db=db, **common)
     if scheme == "redis+cluster":
         nodes = [ClusterNode(h, p) for h, p in hosts(parts.netloc, url)]
-        return RedisCluster(startup_nodes=nodes, **_auth(parts.netloc), **common)
+        # redis-py's cluster pools hold 100 connections per node and fail at once beyond that
+        # (MaxConnectionsError), where the single-node pool above would be asked for more.
+        return RedisCluster(
+            startup_nodes=nodes, max_connections=MAX_CONNECTIONS, **_auth(parts.netloc), **common
+        )
     raise InvalidURL("url", f"unsupported scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
 
 

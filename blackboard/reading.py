@@ -302,7 +302,8 @@ class BoardReader(Sharding):
     ) -> list[tuple[int, Event]]:
         ms = int(min(block, connection.MAX_BLOCK) * 1000)
         got = await self.retrying(
-            lambda: self.redis.xread({keys.events: cursor}, count=count, block=ms or None)
+            lambda: self.redis.xread({keys.events: cursor}, count=count, block=ms or None),
+            blocking=ms > 0,
         )
         events = []
         for _, entries in got or []:

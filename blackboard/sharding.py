@@ -34,7 +34,9 @@ class Sharding:
     redis: Any
     shards: int
     shard_keys: tuple[Keyspace, ...]
-    retrying: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+    async def retrying(self, op: Callable[[], Awaitable[T]], *, blocking: bool = False) -> T:
+        raise NotImplementedError  # Board.retrying
 
     def keys_of(self, item_id: str) -> Keyspace:
         """The keys of the shard that holds `item_id` (and its whole goal)."""

@@ -139,7 +139,10 @@ class Waker:
             shard.watching = self._watch_list()
             keys = [shard.control, *(shard.prefix + k for k in sorted(shard.watching))]
             block = max(0.01, min(remaining, LEADER_BLOCK))
-            got = await self.board.retrying(lambda: self.board.redis.blpop(keys, timeout=block))  # noqa: B023
+            got = await self.board.retrying(
+                lambda: self.board.redis.blpop(keys, timeout=block),  # noqa: B023
+                blocking=True,
+            )
             if got is not None:
                 await self._deliver(got[0].decode(), shard.index)
         if scope is not None:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 import redis
 
-from blackboard import Board
+from blackboard import Board, NewItem, connection
 from tests.conftest import unique_board
 from tests.support import redis_server
 from tests.support.redis_server import RedisServer, start_cluster
@@ -87,3 +87,47 @@ async def test_boards_on_different_masters_race_side_by_side(cluster: list[Redis
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def any_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return f"memory://cluster-{unique_board()}"
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return url(request.getfixturevalue("cluster"))
+
+
+def connected_clients(port: int) -> int:
+    with redis.Redis(port=port) as r:
+        return int(r.info("clients")["connected_clients"])
+
+
+@pytest.mark.timeout(90)
+async def test_thousands_of_agents_on_one_handle_queue_for_redis(any_url: str) -> None:
+    """5,000 agents on one handle claim at once: they wait their turn for one of MAX_IN_FLIGHT
+    slots rather than open a connection each (redis-py's cluster client fails at once when a
+    node's pool is empty; a single-node pool would open thousands of connections)."""
+    agents, items = 5000, 600
+    async with await Board.connect(any_url, board=unique_board()) as board:
+        posted = await board.post_many([NewItem(kind="burst", payload={"n": n}) for n in range(items)])
+        claimed: list[str] = []
+
+        async def agent(n: int) -> None:
+            claimed.extend(c.id for c in await board.claim(f"agent-{n}", ["burst"]))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for n in range(agents):
+                    tg.start_soon(agent, n)
+        assert sorted(claimed) == sorted(i.id for i in posted)  # each item once, nobody failed
+        if any_url.startswith("memory://"):
+            return
+        port = (
+            int(board.redis.get_node_from_key(board.keys.tag).port)
+            if any_url.startswith("redis+cluster://")
+            else int(any_url.rsplit(":", 1)[1])
+        )
+        # The pool's connections stay open once made, so this is the most the burst needed
+        # (plus the test's own connection and, on the shared server, a few others).
+        assert connected_clients(port) <= connection.MAX_IN_FLIGHT + 20
