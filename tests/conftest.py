@@ -13,7 +13,7 @@ import structlog
 
 from blackboard import Board
 from tests.support import redis_server
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, start_cluster
 
 _names = itertools.count()
 # Boards of the `board` and `live_board` fixtures have this many shards (1: unsharded); a run
@@ -47,6 +47,32 @@ def board_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return f"memory://test-{os.getpid()}"
     return str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    """A 3-master Redis Cluster of the test session's own (real redis-server processes)."""
+    redis_server.require()
+    nodes = start_cluster(tmp_path_factory.mktemp("cluster"), masters=3)
+    try:
+        yield nodes
+    finally:
+        for node in nodes:  # by PID, the processes this fixture started
+            node.stop()
+
+
+def cluster_url(nodes: list[RedisServer]) -> str:
+    return f"redis+cluster://127.0.0.1:{nodes[1].port}"  # any seed node will do
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def any_url(request: pytest.FixtureRequest) -> str:
+    """memory://, the session's redis-server, then the session's cluster."""
+    if request.param == "memory":
+        return f"memory://any-{unique_board()}"
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return cluster_url(request.getfixturevalue("cluster"))
 
 
 class FakeClock:

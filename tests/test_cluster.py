@@ -3,30 +3,16 @@ one slot (its hash tag), so boards on different masters run side by side."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anyio
 import pytest
 import redis
 
 from blackboard import Board, NewItem, connection
 from tests.conftest import unique_board
-from tests.support import redis_server
-from tests.support.redis_server import RedisServer, start_cluster
+from tests.support.redis_server import RedisServer
 from tests.test_race import race
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
-    redis_server.require()
-    nodes = start_cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        yield nodes
-    finally:
-        for node in nodes:  # by PID, the processes this fixture started
-            node.stop()
 
 
 def url(nodes: list[RedisServer]) -> str:
@@ -89,15 +75,6 @@ async def test_boards_on_different_masters_race_side_by_side(cluster: list[Redis
         await b.close()
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
-def any_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return f"memory://cluster-{unique_board()}"
-    if request.param == "redis":
-        return str(request.getfixturevalue("redis_url"))
-    return url(request.getfixturevalue("cluster"))
-
-
 def connected_clients(port: int) -> int:
     with redis.Redis(port=port) as r:
         return int(r.info("clients")["connected_clients"])
@@ -108,7 +85,8 @@ async def test_thousands_of_agents_on_one_handle_queue_for_redis(any_url: str) -
     """5,000 agents on one handle claim at once: they wait their turn for one of MAX_IN_FLIGHT
     slots rather than open a connection each (redis-py's cluster client fails at once when a
     node's pool is empty; a single-node pool would open thousands of connections)."""
-    agents, items = 5000, 600
+    # fakeredis runs each claim's Lua in Python, and has no pool to run dry: fewer there.
+    agents, items = (1000, 200) if any_url.startswith("memory://") else (5000, 600)
     async with await Board.connect(any_url, board=unique_board()) as board:
         posted = await board.post_many([NewItem(kind="burst", payload={"n": n}) for n in range(items)])
         claimed: list[str] = []

@@ -25,7 +25,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +38,10 @@ import redis
 from blackboard import Board, InvalidInput, Item, NewItem, Status
 from blackboard.bench.loadtest import run_loadtest
 from blackboard.daemon import Daemon
-from tests.conftest import unique_board
-from tests.support import redis_server
+from tests.conftest import cluster_url, unique_board
 from tests.support.daemon_proc import DaemonProc, eventually, write_atomically
 from tests.support.packs import daemon_settings
-from tests.support.redis_server import RedisServer, start_cluster
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -492,21 +491,6 @@ def assert_keys_in_shards(board: Board, stored: dict[int, set[str]], master_of: 
 # -- the cluster ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
-    redis_server.require()
-    nodes = start_cluster(tmp_path_factory.mktemp("cluster"), masters=MASTERS)
-    try:
-        yield nodes
-    finally:
-        for node in nodes:  # by PID, the processes this fixture started
-            node.stop()
-
-
-def cluster_url(nodes: list[RedisServer]) -> str:
-    return f"redis+cluster://127.0.0.1:{nodes[1].port}"  # any seed node will do
-
-
 def spread_board(nodes: list[RedisServer], shards: int) -> str:
     """A new board name whose `shards` hash tags land on every master (6 tags on 3 masters miss
     one a quarter of the time; the test is about goals following their tags)."""
@@ -620,15 +604,6 @@ async def test_one_shard_memory_daemon_killed_mid_run_loses_nothing(tmp_path: Pa
 
 
 # -- a board keeps its shard count ------------------------------------------------------------------
-
-
-@pytest.fixture(params=["memory", "redis", "cluster"])
-def any_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return f"memory://sharding-{unique_board()}"
-    if request.param == "redis":
-        return str(request.getfixturevalue("redis_url"))
-    return cluster_url(request.getfixturevalue("cluster"))
 
 
 @pytest.mark.timeout(60)
