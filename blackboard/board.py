@@ -333,14 +333,20 @@ class Board(BoardFinisher):
         if not names:
             return [], None
         started_ns = time.time_ns() if tracing.enabled else 0
-        # Shards in turn, from one further on each call, so none starves: take what the first
+        # Right after a wake-up, the shard the token came from alone (see `waker`). Otherwise
+        # shards in turn, from one further on each call, so none starves: take what the first
         # has, the rest from the next, and so on (an idle board costs one call per shard).
-        start = self._next_shard
-        self._next_shard = (start + 1) % self.shards
+        woken = self.waker.take_woken_shard() if self.shards > 1 else None
+        if woken is not None:
+            order = [woken]
+        else:
+            start = self._next_shard
+            self._next_shard = (start + 1) % self.shards
+            order = [(start + step) % self.shards for step in range(self.shards)]
         claims: list[Claim] = []
         due: float | None = None
-        for step in range(self.shards):
-            keys = self.shard_keys[(start + step) % self.shards]
+        for shard in order:
+            keys = self.shard_keys[shard]
             got, shard_due = await self._claim_shard(keys, agent, names, n - len(claims), lease)
             claims += got
             if shard_due is not None and (due is None or shard_due < due):
@@ -350,10 +356,6 @@ class Board(BoardFinisher):
         if tracing.enabled and claims:
             claims = tracing.claimed(self, claims, started_ns)
         return claims, due
-
-    def claim_from(self, shard: int) -> None:
-        """Start the next claim at `shard` (a wake-up came from there), then go on in turn."""
-        self._next_shard = shard
 
     async def _claim_shard(
         self, keys: Keyspace, agent: str, names: list[str], n: int, lease: float

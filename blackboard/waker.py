@@ -15,7 +15,10 @@ the watch list pushes to the control list, which ends the running BLPOP at once.
 A board of several shards has wake lists on each, and a BLPOP can only name keys of one slot, so
 the leader runs one BLPOP per shard at once (still one connection per shard, however many wait).
 A token is handed to a waiter other than the leader when one wants it, so the leader keeps its
-reads going; when the leader itself is woken, its other reads are cut short.
+reads going; when the leader itself is woken, its other reads are cut short. A woken waiter's
+next claim goes to the shard its token came from and no further (`Waker.take_woken_shard`): the other
+shards' work has tokens of its own, and a token wakes several waiters, so trying every shard
+would cost each of them K claims for the one item.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import anyio
@@ -44,11 +48,16 @@ MAX_FANOUT = 1024  # the most one token wakes while a burst lasts
 BURST_GAP = 0.05  # seconds between a kind's tokens that count as one burst
 
 
+# The waker and shard whose token woke the current task (None: not woken since its last claim).
+_woken_from: ContextVar[tuple[Waker, int] | None] = ContextVar("blackboard_woken_from", default=None)
+
+
 class _Waiter:
     def __init__(self, kinds: Sequence[str]) -> None:
         self.kinds = frozenset(kinds)
         self.event = anyio.Event()
         self.signalled = False  # set with the event when a token came; else the event means "lead"
+        self.shard = 0  # where the token came from, once signalled
 
 
 class _Shard:
@@ -69,6 +78,15 @@ class Waker:
         self.leader: _Waiter | None = None
         self.last_wanted: dict[str, float] = {}  # kind -> when a waiter last wanted it
         self.delivered: dict[str, tuple[float, int]] = {}  # kind -> (last token, waiters it woke)
+
+    def take_woken_shard(self) -> int | None:
+        """The shard whose token last woke this task on this handle, once: the claim that
+        follows asks that shard alone."""
+        woken = _woken_from.get()
+        if woken is None or woken[0] is not self:
+            return None
+        _woken_from.set(None)
+        return woken[1]
 
     @property
     def prefix(self) -> str:
@@ -92,22 +110,26 @@ class Waker:
         try:
             while True:
                 if self.leader is None:
-                    return await self._lead(me, deadline)
+                    await self._lead(me, deadline)
+                    break
                 unwatched = [s for s in self.shards if not me.kinds <= s.watching]
                 if unwatched:
                     await self._interrupt(unwatched)
                 with anyio.move_on_after(deadline - time.monotonic()):
                     await me.event.wait()
                 if me.signalled or not me.event.is_set():
-                    return me.signalled  # a token came, or the time ran out
+                    break  # a token came, or the time ran out
                 me.event = anyio.Event()  # handed the lead: loop and take it
+            if me.signalled and len(self.shards) > 1:
+                _woken_from.set((self, me.shard))
+            return me.signalled
         finally:
             self.waiters.discard(me)
             now = time.monotonic()
             for k in me.kinds:
                 self.last_wanted[k] = now
 
-    async def _lead(self, me: _Waiter, deadline: float) -> bool:
+    async def _lead(self, me: _Waiter, deadline: float) -> None:
         self.leader = me
         try:
             if len(self.shards) == 1:
@@ -118,7 +140,6 @@ class Waker:
                 async with anyio.create_task_group() as tg:
                     for shard in self.shards:
                         tg.start_soon(self._listen, shard, me, deadline, tg.cancel_scope)
-            return me.signalled
         finally:
             self.leader = None
             for shard in self.shards:
@@ -170,11 +191,9 @@ class Waker:
         wanting = [w for w in self.waiters if kind in w.kinds and not w.signalled]
         woken = [w for w in wanting if w is not self.leader][:fanout] or wanting[:1]
         for w in woken:
-            w.signalled = True
+            w.signalled, w.shard = True, shard
             w.event.set()
-        if woken:
-            self.board.claim_from(shard)  # they claim where the work is first
-        else:
+        if not woken:
             # Nobody here wants it now: give the token back for other processes, and stop
             # watching the kind so the next BLPOP doesn't take it again.
             self.last_wanted.pop(kind, None)

@@ -559,6 +559,10 @@ async def test_load_test_on_the_cluster_counts_every_master(cluster: list[RedisS
     per_master = report["redis_cpu_percent_per_master"]
     assert len(per_master) == MASTERS and all(cpu > 0 for cpu in per_master), per_master
     assert report["redis_cpu_percent"] == pytest.approx(sum(per_master), abs=0.2)
+    # The load test's board spreads its six shards two per master.
+    with redis.RedisCluster(host="127.0.0.1", port=cluster[0].port) as rc:
+        on = Counter(rc.get_node_from_key(f"{{bb:{report['board']}:{i}}}").port for i in range(6))
+    assert sorted(on.values()) == [2, 2, 2], on
     # An item takes 0.9-1.7 KB; counting one master of three would give a third of that.
     assert report["redis_bytes_per_item"] > 800, report
 

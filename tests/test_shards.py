@@ -130,6 +130,68 @@ async def test_claims_serve_every_shard_in_turn(sharded: Board) -> None:
     assert max(Counter(took).values()) <= 3
 
 
+async def test_a_woken_claim_asks_the_shard_its_token_came_from_alone(
+    sharded: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token wakes several waiters; each asking every shard would cost K claims per waiter."""
+    asked: list[int] = []
+    claim_shard = sharded._claim_shard
+
+    async def counted(keys, *args):  # type: ignore[no-untyped-def]
+        asked.append(keys.index)
+        return await claim_shard(keys, *args)
+
+    monkeypatch.setattr(sharded, "_claim_shard", counted)
+    assert await sharded.claim("w", ["wake"]) == []
+    assert sorted(asked) == list(range(K))  # not woken: every shard, in turn
+    for _ in range(3):
+        asked.clear()
+        got: list[str] = []
+
+        async def waiter() -> None:  # waits, then claims: the hint is the waiting task's own
+            assert await sharded.wait_for_work(["wake"], timeout=10)
+            got.extend(c.id for c in await sharded.claim("w", ["wake"]))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            item = await sharded.post("wake", {})
+        # The claim right after the wake-up goes to the item's shard and nowhere else...
+        assert got == [item.id]
+        assert asked == [sharded.keys_of(item.id).index]
+    # ...the one after that (no wake-up in between) to every shard again.
+    asked.clear()
+    assert await sharded.claim("w", ["wake"]) == []
+    assert sorted(asked) == list(range(K))
+
+
+async def test_many_waiters_take_work_from_every_shard_on_wake_ups_alone(sharded: Board) -> None:
+    """Woken claims ask one shard each, yet nothing is left behind: every shard's work has
+    tokens of its own. The waits are long, so only wake-ups (not timeouts) can do this."""
+    posted = await sharded.post_many([NewItem(kind="spread", payload=n) for n in range(60)])
+    assert len({sharded.keys_of(i.id).index for i in posted}) == K
+    taken: list[str] = []
+    done = anyio.Event()
+
+    async def agent(n: int) -> None:
+        while not done.is_set():
+            got = await sharded.claim(f"a{n}", ["spread"])
+            taken.extend(c.id for c in got)
+            if len(taken) == len(posted):
+                done.set()
+            if not got:
+                with anyio.move_on_after(30):
+                    await sharded.wait_for_work(["spread"], timeout=30)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(agent, n)
+            await done.wait()
+            tg.cancel_scope.cancel()
+    assert sorted(taken) == sorted(i.id for i in posted)
+
+
 async def test_pausing_the_board_pauses_every_shard(sharded: Board) -> None:
     await goals_on_every_shard(sharded, 1)
     await pausing.pause(sharded, note="maintenance")
