@@ -144,13 +144,15 @@ async def test_a_woken_claim_asks_the_shard_its_token_came_from_alone(
     monkeypatch.setattr(sharded, "_claim_shard", counted)
     assert await sharded.claim("w", ["wake"]) == []
     assert sorted(asked) == list(range(K))  # not woken: every shard, in turn
+    got: list[str] = []
+
+    async def waiter() -> None:  # waits, then claims: the hint is the waiting task's own
+        assert await sharded.wait_for_work(["wake"], timeout=10)
+        got.extend(c.id for c in await sharded.claim("w", ["wake"]))
+
     for _ in range(3):
         asked.clear()
-        got: list[str] = []
-
-        async def waiter() -> None:  # waits, then claims: the hint is the waiting task's own
-            assert await sharded.wait_for_work(["wake"], timeout=10)
-            got.extend(c.id for c in await sharded.claim("w", ["wake"]))
+        got.clear()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
