@@ -15,7 +15,9 @@ the watch list pushes to the control list, which ends the running BLPOP at once.
 A board of several shards has wake lists on each, and a BLPOP can only name keys of one slot, so
 the leader runs one BLPOP per shard at once (still one connection per shard, however many wait).
 A token is handed to a waiter other than the leader when one wants it, so the leader keeps its
-reads going; when the leader itself is woken, its other reads are cut short. A woken waiter's
+reads going; when the leader itself is woken, its other reads are ended through their control
+lists, not cancelled: a cancelled BLPOP may already have popped a token (which would be lost),
+and it costs its connection (fakeredis even keeps the read going, taking the next token). A woken waiter's
 next claim goes to the shard its token came from and no further (`Waker.take_woken_shard`): the other
 shards' work has tokens of its own, and a token wakes several waiters, so trying every shard
 would cost each of them K claims for the one item.
@@ -27,6 +29,7 @@ import os
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -58,6 +61,7 @@ class _Waiter:
         self.event = anyio.Event()
         self.signalled = False  # set with the event when a token came; else the event means "lead"
         self.shard = 0  # where the token came from, once signalled
+        self.interrupted = False  # as leader, woken: its reads of the other shards were ended
 
 
 class _Shard:
@@ -68,6 +72,7 @@ class _Shard:
         self.prefix = f"{keys.tag}:wake:"
         self.control = f"{keys.tag}:wakectl:{os.getpid()}-{id(owner)}"
         self.watching: frozenset[str] = frozenset()  # kinds of the BLPOP in flight
+        self.reading = False  # a BLPOP is in flight
 
 
 class Waker:
@@ -133,13 +138,13 @@ class Waker:
         self.leader = me
         try:
             if len(self.shards) == 1:
-                await self._listen(self.shards[0], me, deadline, None)
+                await self._listen(self.shards[0], me, deadline)
             else:
                 for shard in self.shards:  # before the reads start, so waiters don't interrupt them
                     shard.watching = self._watch_list()
                 async with anyio.create_task_group() as tg:
                     for shard in self.shards:
-                        tg.start_soon(self._listen, shard, me, deadline, tg.cancel_scope)
+                        tg.start_soon(self._listen, shard, me, deadline)
         finally:
             self.leader = None
             for shard in self.shards:
@@ -149,9 +154,7 @@ class Waker:
             if successor is not None:
                 successor.event.set()  # not signalled: it takes the lead
 
-    async def _listen(
-        self, shard: _Shard, me: _Waiter, deadline: float, scope: anyio.CancelScope | None
-    ) -> None:
+    async def _listen(self, shard: _Shard, me: _Waiter, deadline: float) -> None:
         """The leader's reads of one shard's wake lists, until it is woken or its time is up."""
         while not me.signalled:
             remaining = deadline - time.monotonic()
@@ -160,14 +163,19 @@ class Waker:
             shard.watching = self._watch_list()
             keys = [shard.control, *(shard.prefix + k for k in sorted(shard.watching))]
             block = max(0.01, min(remaining, LEADER_BLOCK))
-            got = await self.board.retrying(
-                lambda: self.board.redis.blpop(keys, timeout=block),  # noqa: B023
-                blocking=True,
-            )
+            shard.reading = True
+            try:
+                got = await self.board.retrying(
+                    lambda: self.board.redis.blpop(keys, timeout=block),  # noqa: B023
+                    blocking=True,
+                )
+            finally:
+                shard.reading = False
             if got is not None:
                 await self._deliver(got[0].decode(), shard.index)
-        if scope is not None:
-            scope.cancel()  # the leader was woken: its reads of the other shards end too
+        if not me.interrupted:  # the first read to see the leader woken ends the others' reads
+            me.interrupted = True
+            await self._interrupt([s for s in self.shards if s is not shard and s.reading])
 
     def _watch_list(self) -> frozenset[str]:
         now = time.monotonic()
@@ -200,12 +208,17 @@ class Waker:
             await self.board.retrying(lambda: self.board.redis.rpush(key, "1"))
 
     async def _interrupt(self, shards: Sequence[_Shard]) -> None:
-        for shard in shards:
+        """End the BLPOPs on `shards` at once, through their control lists (all at once)."""
 
-            async def push(control: str = shard.control) -> None:
-                async with self.board.redis.pipeline(transaction=True) as pipe:
-                    pipe.rpush(control, "1")
-                    pipe.expire(control, 60)  # a leftover token outlives no process for long
-                    await pipe.execute()
+        async def push(control: str) -> None:
+            async with self.board.redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(control, "1")
+                pipe.expire(control, 60)  # a leftover token outlives no process for long
+                await pipe.execute()
 
-            await self.board.retrying(push)
+        if len(shards) == 1:
+            await self.board.retrying(lambda: push(shards[0].control))
+            return
+        async with anyio.create_task_group() as tg:
+            for shard in shards:
+                tg.start_soon(self.board.retrying, partial(push, shard.control))
