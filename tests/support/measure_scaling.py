@@ -51,6 +51,15 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def cpu_probe() -> float:
+    """Milliseconds a fixed pure-Python loop takes: the same code measured 2x apart on this
+    (shared, virtual) machine within an hour, so the results record how fast it was."""
+    started, total = time.perf_counter(), 0
+    for i in range(3_000_000):
+        total += i
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
 def loadtest(url: str, options: dict[str, Any], duration: float) -> dict[str, Any]:
     args = [sys.executable, "-m", "blackboard", "loadtest", "--url", url]
     for key, value in {"duration": duration, **options}.items():
@@ -81,6 +90,7 @@ def main() -> None:
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "cpu_probe_ms": [cpu_probe()],
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": a.duration,
         },
@@ -101,7 +111,14 @@ def main() -> None:
                 for name in todo:
                     options = RUNS[name][1]
                     report = loadtest(url, options, a.duration)
-                    results["runs"][name] = {"where": where, "options": options, "report": report}
+                    probe = cpu_probe()
+                    results["environment"]["cpu_probe_ms"].append(probe)
+                    results["runs"][name] = {
+                        "where": where,
+                        "options": options,
+                        "report": report,
+                        "cpu_probe_ms_after": probe,
+                    }
                     print(json.dumps({name: report}), flush=True)
             finally:
                 for server in servers:
