@@ -21,6 +21,7 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 HEAD, TAIL = 10, 2  # characters of an id's route: its first (time) and its last (counting up)
 _PAD = "_"  # pads an id shorter than HEAD + TAIL (ULIDs have no '_')
 _MIDDLE = 26 - HEAD - TAIL
+REVIEW_SUFFIX = ":review"  # a guarded item's review: lib.lua appends it to the item's id
 
 
 def new_id() -> str:
@@ -28,11 +29,17 @@ def new_id() -> str:
 
 
 def _padded(item_id: str) -> str:
+    """The id a route is read from: a review item's is its item's (see `route`), padded."""
+    while item_id.endswith(REVIEW_SUFFIX):  # a review may be guarded too
+        item_id = item_id[: -len(REVIEW_SUFFIX)]
     return item_id if len(item_id) >= HEAD + TAIL else item_id.ljust(HEAD + TAIL, _PAD)
 
 
 def route(item_id: str) -> str:
-    """The part of an id that chooses its shard (the same for a goal and all it holds)."""
+    """The part of an id that chooses its shard (the same for a goal and all it holds).
+
+    A guard's review item is `<id>:review` (made in lib.lua, in the same step as the item), so
+    it routes as the item it reviews, and so do the ids made under it."""
     p = _padded(item_id)
     return (p[:HEAD] + p[-TAIL:]).rstrip(_PAD)
 

@@ -194,6 +194,21 @@ async def test_many_waiters_take_work_from_every_shard_on_wake_ups_alone(sharded
     assert sorted(taken) == sorted(i.id for i in posted)
 
 
+async def test_a_guarded_item_and_its_review_share_a_shard(sharded: Board) -> None:
+    """The review item the post script makes (`<id>:review`) is found on the item's shard, and
+    approving it releases the item, on every shard."""
+    await sharded.guard("g.draft", "g.review")
+    drafts = await sharded.post_many([NewItem(kind="g.draft", payload=n) for n in range(24)])
+    assert {sharded.keys_of(d.id).index for d in drafts} == set(range(K))
+    for draft in drafts:
+        review = await sharded.get(f"{draft.id}:review")
+        assert review.payload == {"target": draft.id, "kind": "g.draft"}
+        assert sharded.keys_of(review.id) == sharded.keys_of(draft.id)
+    reviews = await sharded.claim("critic", ["g.review"], n=len(drafts))
+    await sharded.complete_many([(c, {"approved": True}, ()) for c in reviews])
+    assert {(await sharded.get(d.id)).status for d in drafts} == {Status.OPEN}
+
+
 async def test_pausing_the_board_pauses_every_shard(sharded: Board) -> None:
     await goals_on_every_shard(sharded, 1)
     await pausing.pause(sharded, note="maintenance")

@@ -28,14 +28,17 @@ def test_child_ids_are_deterministic_and_keep_the_parent_time() -> None:
 @given(
     root=ID_CHARS,
     shards=st.integers(1, 256),
-    path=st.lists(st.sampled_from(["o0", "o1", "near"]), max_size=6),
+    path=st.lists(st.sampled_from(["o0", "o1", "near", "review"]), max_size=6),
 )
 def test_everything_under_a_goal_routes_to_the_goals_shard(root: str, shards: int, path: list[str]) -> None:
     """However deep, and whatever the goal's own id (short, padded, user-given), a descendant's
     id routes to the shard its goal's id routes to: a goal never spans shards."""
     item = root
     for step in path:
-        item = ids.near_id(item) if step == "near" else ids.child_id(item, step)
+        if step == "review":  # a guard's review item (lib.lua)
+            item = item + ids.REVIEW_SUFFIX
+        else:
+            item = ids.near_id(item) if step == "near" else ids.child_id(item, step)
         assert ids.shard_of(item, shards) == ids.shard_of(root, shards)
         assert 0 <= ids.shard_of(item, shards) < shards
 
