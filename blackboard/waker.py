@@ -17,10 +17,11 @@ the leader runs one BLPOP per shard at once (still one connection per shard, how
 A token is handed to a waiter other than the leader when one wants it, so the leader keeps its
 reads going; when the leader itself is woken, its other reads are ended through their control
 lists, not cancelled: a cancelled BLPOP may already have popped a token (which would be lost),
-and it costs its connection (fakeredis even keeps the read going, taking the next token). A woken waiter's
-next claim goes to the shard its token came from and no further (`Waker.take_woken_shard`): the other
-shards' work has tokens of its own, and a token wakes several waiters, so trying every shard
-would cost each of them K claims for the one item.
+and it costs its connection (fakeredis even keeps the read going, taking the next token).
+
+A woken waiter's next claim goes to the shard its token came from and no further
+(`Waker.take_woken_shard`): the other shards' work has tokens of its own, and a token wakes
+several waiters, so trying every shard would cost each of them K claims for the one item.
 """
 
 from __future__ import annotations
@@ -173,9 +174,11 @@ class Waker:
                 shard.reading = False
             if got is not None:
                 await self._deliver(got[0].decode(), shard.index)
-        if not me.interrupted:  # the first read to see the leader woken ends the others' reads
+        # The first read to see the leader woken ends the others' (timed out, they end alone).
+        if me.signalled and not me.interrupted:
             me.interrupted = True
-            await self._interrupt([s for s in self.shards if s is not shard and s.reading])
+            if others := [s for s in self.shards if s is not shard and s.reading]:
+                await self._interrupt(others)
 
     def _watch_list(self) -> frozenset[str]:
         now = time.monotonic()
@@ -208,7 +211,7 @@ class Waker:
             await self.board.retrying(lambda: self.board.redis.rpush(key, "1"))
 
     async def _interrupt(self, shards: Sequence[_Shard]) -> None:
-        """End the BLPOPs on `shards` at once, through their control lists (all at once)."""
+        """End the BLPOPs on `shards` at once, through their control lists (concurrently)."""
 
         async def push(control: str) -> None:
             async with self.board.redis.pipeline(transaction=True) as pipe:

@@ -8,15 +8,11 @@ import pytest
 import redis
 
 from blackboard import Board, NewItem, connection
-from tests.conftest import unique_board
+from tests.conftest import cluster_url, unique_board
 from tests.support.redis_server import RedisServer
 from tests.test_race import race
 
 pytestmark = pytest.mark.anyio
-
-
-def url(nodes: list[RedisServer]) -> str:
-    return f"redis+cluster://127.0.0.1:{nodes[0].port}"
 
 
 def keys_by_node(nodes: list[RedisServer]) -> dict[int, set[str]]:
@@ -34,9 +30,9 @@ def master_of(board: Board) -> int:
 
 
 async def boards_on_different_masters(nodes: list[RedisServer]) -> tuple[Board, Board]:
-    first = await Board.connect(url(nodes), board=unique_board())
+    first = await Board.connect(cluster_url(nodes), board=unique_board())
     for _ in range(100):
-        second = await Board.connect(url(nodes), board=unique_board())
+        second = await Board.connect(cluster_url(nodes), board=unique_board())
         if master_of(second) != master_of(first):
             return first, second
         await second.close()
@@ -54,7 +50,7 @@ def assert_one_slot(board: Board, stored: dict[int, set[str]]) -> None:
 
 @pytest.mark.timeout(120)
 async def test_concurrent_claimers_on_cluster(cluster: list[RedisServer]) -> None:
-    async with await Board.connect(url(cluster), board=unique_board()) as board:
+    async with await Board.connect(cluster_url(cluster), board=unique_board()) as board:
         await race(board, claimers=50)
         assert_one_slot(board, keys_by_node(cluster))
 
